@@ -1,0 +1,41 @@
+"""Shared pytest fixtures: the golden files and small deterministic inputs."""
+import os
+from pathlib import Path
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).resolve().parent / 'golden'
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+
+@pytest.fixture(scope='session')
+def golden() -> Path:
+    "Folder of the official outputs the fidelity tests compare against."
+    return GOLDEN
+
+
+@pytest.fixture(scope='session')
+def pool() -> np.ndarray:
+    "The golden 3000 x 64 Gaussian-mixture pool (with 12 exact duplicate rows)."
+    return np.load(GOLDEN / 'pool.npy')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: loads real models or runs long; run with the rest, skip with -m "not slow"')
+    config.addinivalue_line('markers', 'gpu: needs CUDA')
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        cuda = torch.cuda.is_available()
+    except Exception:
+        cuda = False
+    skip_gpu = pytest.mark.skip(reason='needs a CUDA GPU')
+    for item in items:
+        if 'gpu' in item.keywords and not cuda:
+            item.add_marker(skip_gpu)
