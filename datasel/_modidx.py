@@ -27,4 +27,12 @@ d = { 'settings': { 'branch': 'main',
                               'datasel.core.as_scores': ('core.html#as_scores', 'datasel/core.py'),
                               'datasel.core.atomic_write': ('core.html#atomic_write', 'datasel/core.py'),
                               'datasel.core.make_rng': ('core.html#make_rng', 'datasel/core.py'),
-                              'datasel.core.resolve_budget': ('core.html#resolve_budget', 'datasel/core.py')}}}
+                              'datasel.core.resolve_budget': ('core.html#resolve_budget', 'datasel/core.py')},
+            'datasel.reproduce': { 'datasel.reproduce._fmt': ('reproduce.html#_fmt', 'datasel/reproduce.py'),
+                                   'datasel.reproduce.find_experiments': ('reproduce.html#find_experiments', 'datasel/reproduce.py'),
+                                   'datasel.reproduce.main': ('reproduce.html#main', 'datasel/reproduce.py'),
+                                   'datasel.reproduce.paper_name': ('reproduce.html#paper_name', 'datasel/reproduce.py'),
+                                   'datasel.reproduce.project_root': ('reproduce.html#project_root', 'datasel/reproduce.py'),
+                                   'datasel.reproduce.results_table': ('reproduce.html#results_table', 'datasel/reproduce.py'),
+                                   'datasel.reproduce.run_experiment': ('reproduce.html#run_experiment', 'datasel/reproduce.py'),
+                                   'datasel.reproduce.write_report': ('reproduce.html#write_report', 'datasel/reproduce.py')}}}
