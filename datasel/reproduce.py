@@ -10,7 +10,8 @@ from pathlib import Path
 from .core import DataselError, InputError, atomic_write
 
 # %% auto #0
-__all__ = ['SCALES', 'project_root', 'find_experiments', 'paper_name', 'run_experiment', 'results_table', 'write_report', 'main']
+__all__ = ['SCALES', 'project_root', 'find_experiments', 'paper_name', 'run_experiment', 'results_table', 'write_report',
+           'experiment_dir', 'claim', 'save_results', 'main']
 
 # %% ../nbs/31_reproduce.ipynb #00000004
 SCALES = ('ci', 'cpu', 'gpu')
@@ -99,7 +100,45 @@ def write_report(root: Path | None = None) -> Path:
     with atomic_write(fig/'README.md') as f: f.write('\n'.join(parts))
     return fig/'README.md'
 
-# %% ../nbs/31_reproduce.ipynb #00000009
+# %% ../nbs/31_reproduce.ipynb #0000000a
+def experiment_dir(out_dir: str | os.PathLike | None, # folder given by papermill, or None
+                   paper: str, # short name of the paper
+                  ) -> Path:
+    "The folder an experiment writes to: `out_dir` when given, else a temporary folder under test, else `figures/<paper>`."
+    if out_dir: p = Path(out_dir)
+    elif os.environ.get('IN_TEST'):
+        import tempfile
+        p = Path(tempfile.mkdtemp(prefix=f'datasel-{paper}-'))
+    else: p = project_root()/'figures'/paper
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+def claim(text: str, paper, ours, reproduced: bool | None, note: str = '') -> dict:
+    "One row of the report: the paper's number beside ours."
+    as_py = lambda v: v.item() if hasattr(v, 'item') else v
+    return {'claim': text, 'paper': as_py(paper), 'ours': as_py(ours),
+            'reproduced': None if reproduced is None else bool(reproduced), 'note': note}
+
+def save_results(out_dir: Path, # the experiment's folder
+                 paper: str, # short name
+                 title: str, # the paper's title
+                 scale: str, seed: int, models: list[str], # how the run was made
+                 claims: list[dict], # rows made by `claim`
+                 figures: list[str] = (), # PNG names inside out_dir
+                 tables: dict | None = None, # any further numbers (JSON-serialisable)
+                ) -> Path:
+    "Write `results.json` for the report."
+    import numpy as np
+    def default(o):
+        if isinstance(o, np.generic): return o.item()
+        if isinstance(o, np.ndarray): return o.tolist()
+        raise TypeError(f'not JSON serialisable: {type(o)}')
+    res = {'paper': paper, 'title': title, 'scale': scale, 'seed': seed, 'models': list(models),
+           'claims': list(claims), 'figures': list(figures), 'tables': tables or {}}
+    with atomic_write(Path(out_dir)/'results.json') as f: json.dump(res, f, indent=1, default=default)
+    return Path(out_dir)/'results.json'
+
+# %% ../nbs/31_reproduce.ipynb #0000000c
 def main(argv: list[str] | None = None) -> int:
     "Command line: run the experiment notebooks at a scale, then write the report."
     ap = argparse.ArgumentParser(prog='python -m datasel.reproduce', description=main.__doc__)
@@ -125,5 +164,5 @@ def main(argv: list[str] | None = None) -> int:
         print('failed: ' + ', '.join(failed), file=sys.stderr); return 1
     return 0
 
-# %% ../nbs/31_reproduce.ipynb #0000000a
+# %% ../nbs/31_reproduce.ipynb #0000000d
 if __name__ == '__main__': sys.exit(main())
