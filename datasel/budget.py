@@ -51,7 +51,8 @@ def _largest_remainder(total: int, weights: np.ndarray, caps: np.ndarray) -> np.
     alloc = np.zeros(len(weights), dtype=np.int64)
     active = (weights > 0) & (caps > 0)
     if not active.any(): return alloc
-    exact = np.issubdtype(weights.dtype, np.integer) or (np.all(weights == np.round(weights)) and weights.max() < 2**31)
+    integral = np.issubdtype(weights.dtype, np.integer) or bool(np.all(weights == np.round(weights)))
+    exact = integral and float(max(total, caps.max())) * float(weights.sum()) < 2.0**62   # no int64 overflow
     w = weights.astype(np.int64) if exact else weights.astype(np.float64)
     remaining = total
     while True:
@@ -101,10 +102,9 @@ def split_budget(total: int, # items to share out, >= 0
     else:
         if n is None: raise InputError("sizes: mode='equal' needs sizes, caps or weights to know the number of groups")
         share = np.ones(n, dtype=np.int64)
-    limit = caps if caps is not None else sizes
-    unlimited = limit is None
-    if unlimited: limit = np.full(len(share), total, dtype=np.int64)
-    elif sizes is not None and caps is not None: limit = np.minimum(caps, sizes)
+    if caps is not None and sizes is not None: limit = np.minimum(caps, sizes)
+    elif caps is not None or sizes is not None: limit = caps if caps is not None else sizes
+    else: limit = np.full(len(share), total, dtype=np.int64)   # no caps: a group can take everything
     capacity = int(limit.sum())
     if total > capacity and strict: raise InputError(f'total: {total} items do not fit in the groups (capacity {capacity})')
     if not redistribute:

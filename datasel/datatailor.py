@@ -5,7 +5,7 @@ representative of their task, with a budget per task."""
 
 # %% ../nbs/15_datatailor.ipynb #00000002
 from __future__ import annotations
-import numbers, time
+import contextlib, numbers, time, warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from scipy.cluster.hierarchy import fcluster
@@ -78,7 +78,7 @@ def _length_batches(lengths: np.ndarray, d: int, max_bytes: int) -> Iterator[np.
         while stop < len(order):
             longest = int(lengths[order[stop]])
             gram = min(longest, d)
-            if longest > 1.25 * shortest + 8 or (stop - start + 1) * (longest * d + gram * gram) * 8 > max_bytes: break
+            if longest > 1.25 * shortest + 8 or (stop - start + 1) * max(longest * d, gram * gram) * 8 > max_bytes: break
             stop += 1
         yield order[start:stop]
         start = stop
@@ -86,33 +86,44 @@ def _length_batches(lengths: np.ndarray, d: int, max_bytes: int) -> Iterator[np.
 # %% ../nbs/15_datatailor.ipynb #00000009
 ROUTES = ('gram', 'svd')
 
+def _blas_threads(n: int | None):
+    "Limit BLAS/LAPACK threads while many small matrices are processed (None: leave them as they are)."
+    if n is None: return contextlib.nullcontext()
+    try: from threadpoolctl import threadpool_limits
+    except ImportError: return contextlib.nullcontext()
+    return threadpool_limits(int(n), user_api='blas')
+
 def informativeness(token_states: Sequence | np.ndarray, # list of (L_i, d) arrays, or a padded 3-D array (n, L, d)
                     lengths: Sequence[int] | np.ndarray | None = None, # valid rows of each sample of a 3-D array (None: all L)
                     route: str = 'gram', # 'gram': sqrt(eig(H H^T)) of the shorter side; 'svd': singular values directly
                     max_bytes: int = 256 * 2**20, # memory of one padded float64 batch
+                    blas_threads: int | None = 1, # BLAS threads per matrix (1 is fastest for many small matrices; None: unchanged)
                    ) -> tuple[np.ndarray, np.ndarray]:
     "Entropy of the L1-normalised singular values of each sample's token states, and tau = the largest share. float64."
     if route not in ROUTES: raise InputError(f'route: expected one of {ROUTES}, got {route!r}')
     sample, lens, d = _token_samples(token_states, lengths)
-    n = len(lens)
-    info, tau = np.empty(n), np.empty(n)
-    for batch in _length_batches(lens, d, max_bytes):
-        longest = int(lens[batch].max())
-        H = np.zeros((len(batch), longest, d))
-        for r, i in enumerate(batch.tolist()):
-            rows = sample(i)
-            if not np.isfinite(rows).all(): raise InputError(f'token_states[{i}]: contains NaN or inf')
-            H[r, :len(rows)] = rows
-        if route == 'svd': sv = np.linalg.svd(H, compute_uv=False)
-        else:
-            gram = H @ H.transpose(0, 2, 1) if longest < d else H.transpose(0, 2, 1) @ H
-            eig = np.linalg.eigvalsh(gram)
-            size = np.minimum(lens[batch], d)[:, None]
-            eig[eig <= size * np.finfo(np.float64).eps * eig.max(axis=1, keepdims=True)] = 0
-            sv = np.sqrt(eig)
-        zero = sv.max(axis=1) <= 0
-        if zero.any(): raise InputError(f'token_states[{int(batch[np.flatnonzero(zero)[0]])}]: all token states are zero (no singular values to normalise)')
-        info[batch], tau[batch] = singular_value_entropy(sv)
+    info, tau = np.empty(len(lens)), np.empty(len(lens))
+    with _blas_threads(blas_threads):
+        for batch in _length_batches(lens, d, max_bytes):
+            longest = int(lens[batch].max())
+            side = min(longest, d)
+            stack = np.zeros((len(batch), longest, d) if route == 'svd' else (len(batch), side, side))
+            for r, i in enumerate(batch.tolist()):
+                rows = np.asarray(sample(i), dtype=np.float64)
+                if not np.isfinite(rows).all(): raise InputError(f'token_states[{i}]: contains NaN or inf')
+                if route == 'svd': stack[r, :len(rows)] = rows
+                else:
+                    gram = rows @ rows.T if len(rows) < d else rows.T @ rows   # the shorter side, zero-padded to `side`
+                    stack[r, :len(gram), :len(gram)] = gram
+            if route == 'svd': sv = np.linalg.svd(stack, compute_uv=False)
+            else:
+                eig = np.linalg.eigvalsh(stack)
+                size = np.minimum(lens[batch], d)[:, None]
+                eig[eig <= size * np.finfo(np.float64).eps * eig.max(axis=1, keepdims=True)] = 0
+                sv = np.sqrt(eig)
+            zero = sv.max(axis=1) <= 0
+            if zero.any(): raise InputError(f'token_states[{int(batch[np.flatnonzero(zero)[0]])}]: all token states are zero (no singular values to normalise)')
+            info[batch], tau[batch] = singular_value_entropy(sv)
     return info, tau
 
 # %% ../nbs/15_datatailor.ipynb #0000000d
@@ -242,6 +253,10 @@ def _cluster_tasks(X: np.ndarray, codes: np.ndarray, threshold: float, method: s
         else:
             Z, cell = two_level_ward(X[rows], micro_clusters, seed)
             local = cut_ward(Z, threshold)[cell]
+            cells = int(cell.max()) + 1
+            if cells < n and local.max() > max(2, cells // 4):
+                warnings.warn(f'task {t}: the two-level Ward cut gives {local.max()} clusters from only {cells} k-means cells, '
+                              "too coarse to follow it; raise micro_clusters or use method='exact'", RuntimeWarning, stacklevel=3)
         labels[rows] = local + offset
         offset = int(labels[rows].max())
         routes.append(route)
@@ -267,10 +282,11 @@ def cluster_within_tasks(features: np.ndarray, # (n, d) clustering features (las
     if method not in CLUSTER_METHODS: raise InputError(f'method: expected one of {CLUSTER_METHODS}, got {method!r}')
     return _cluster_tasks(X, codes, _check_threshold(threshold), method, micro_clusters, float(max_exact_cost), seed)[0]
 
-# %% ../nbs/15_datatailor.ipynb #0000001b
+# %% ../nbs/15_datatailor.ipynb #0000001d
 VARIANTS = ('paper', 'reference')
 
 def _check_variant(variant: str) -> str:
+    "The variant, if it is 'paper' or 'reference'."
     if variant not in VARIANTS: raise InputError(f'variant: expected one of {VARIANTS}, got {variant!r}')
     return variant
 
@@ -300,7 +316,7 @@ def uniqueness(features: np.ndarray, # (n, d) clustering features
         else: out[rows] = weighted * len(rows) / total if total > 0 else s_c.mean()
     return out
 
-# %% ../nbs/15_datatailor.ipynb #0000001e
+# %% ../nbs/15_datatailor.ipynb #00000020
 def cluster_representativeness(features: np.ndarray, # (n, d) clustering features
                                labels: Sequence[int] | np.ndarray, # cluster of every row
                                tasks: Sequence | np.ndarray, # task of every row, or index groups
@@ -337,7 +353,7 @@ def _scaled_representativeness(rho: np.ndarray, codes: np.ndarray, s: np.ndarray
     cluster_sum = np.bincount(codes, weights=s)[codes]
     return np.where(cluster_sum > 0, rho[codes] * s / np.where(cluster_sum > 0, cluster_sum, 1), 0.0)
 
-# %% ../nbs/15_datatailor.ipynb #00000021
+# %% ../nbs/15_datatailor.ipynb #00000023
 def rank_percentiles(values: Sequence[float] | np.ndarray, # values to rank
                      groups: Sequence[int] | np.ndarray | None = None, # group code of every value (None: one group)
                     ) -> np.ndarray:
@@ -351,7 +367,7 @@ def rank_percentiles(values: Sequence[float] | np.ndarray, # values to rank
         out[rows] = ranks / len(rows)
     return out
 
-# %% ../nbs/15_datatailor.ipynb #00000023
+# %% ../nbs/15_datatailor.ipynb #00000025
 def task_budget_shares(tau: np.ndarray, # tau of every row
                        codes: np.ndarray, # task code of every row
                        total: float, # budget B (items, possibly fractional: ratio * N)
@@ -368,7 +384,7 @@ def task_budget_shares(tau: np.ndarray, # tau of every row
     weights = sizes * (np.bincount(codes, weights=tau, minlength=M) / sizes) ** 2
     return weights, total * weights / weights.sum()
 
-# %% ../nbs/15_datatailor.ipynb #00000026
+# %% ../nbs/15_datatailor.ipynb #00000028
 PRESETS = {'paper': {'variant': 'paper', 'budget_rounding': 'largest_remainder', 'fusion': 'rank',
                      'score_dtype': 'float64', 'cluster_method': 'auto'},
            'reference': {'variant': 'reference', 'budget_rounding': 'truncate', 'fusion': 'rank',
@@ -376,6 +392,7 @@ PRESETS = {'paper': {'variant': 'paper', 'budget_rounding': 'largest_remainder',
 BUDGET_ROUNDINGS, FUSIONS, SCORE_DTYPES = ('largest_remainder', 'truncate'), ('rank', 'raw'), ('float64', 'float32')
 
 def _choice(value: str, allowed: tuple, name: str) -> str:
+    "`value` if it is one of `allowed`, else an InputError naming the argument."
     if value not in allowed: raise InputError(f'{name}: expected one of {allowed}, got {value!r}')
     return value
 
@@ -478,7 +495,7 @@ def datatailor(features: np.ndarray, # (n, d) clustering features: last-token st
                 'timings': {'cluster_s': t1 - t0, 'score_s': t2 - t1, 'select_s': time.perf_counter() - t2}}
     return Selection(picked, scores[picked], info_out)
 
-# %% ../nbs/15_datatailor.ipynb #00000030
+# %% ../nbs/15_datatailor.ipynb #00000032
 def qa_rounds(record: Mapping, # a normalised record (`messages`) or a LLaVA / ShareGPT one (`conversations`)
              ) -> int:
     "Number of question-answer rounds: non-system turns // 2 (the official len(conversations) / 2, truncated)."

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .core import DataselError, InputError, atomic_write
 from .data import read_records
 from .assets import (load_text_encoder, load_image_encoder, load_causal_lm, resolve_device, hf_from_pretrained,
-                            to_pil, ImagePreprocess, HFImagePreprocess)
+                            ImagePreprocess, HFImagePreprocess)
 
 # %% auto #0
 __all__ = ['POOLINGS', 'CACHE_SHARD_ROWS', 'pool_hidden', 'length_sorted_batches', 'content_key', 'model_fingerprint',

@@ -36,6 +36,7 @@ def cluster_pool(X, # embeddings (n, d), or None when `labels` are given
     if labels is not None:
         n = len(labels) if X is None else as_embeddings(X, 'X').shape[0]
         codes, names = as_labels(labels, n, 'labels')
+        if k is not None and k != len(names): raise InputError(f'k: {k} clusters requested but labels has {len(names)} distinct values')
         return codes, len(names), {}
     if X is None: raise InputError('X: embeddings are needed to cluster the pool (or pass labels=)')
     X = as_embeddings(X, 'X')

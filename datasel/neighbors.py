@@ -138,7 +138,7 @@ def _search_dense(Q: np.ndarray, X: np.ndarray, k: int, inner_product: bool, bac
     "Exact blockwise search with torch or numpy: top-k inner products or smallest squared L2 distances."
     nq, n = len(Q), len(X)
     D = np.empty((nq, k), dtype=np.float32); I = np.empty((nq, k), dtype=np.int64)
-    rows = _block_rows(n, max_bytes // 2)
+    rows = _block_rows(n, max_bytes, bytes_per_value=12)   # the float32 block and numpy's int64 partition of it
     if backend == 'torch':
         import torch
         _ensure_threads(torch_too=True)
@@ -166,7 +166,7 @@ def _search_dense(Q: np.ndarray, X: np.ndarray, k: int, inner_product: bool, bac
     return D, I
 
 # %% ../nbs/04_neighbors.ipynb #0000000c
-_RERANK_MARGIN = 8   # extra L2 candidates re-ranked by exact distance
+_RERANK_MARGIN = 3   # extra L2 candidates re-ranked by exact distance
 
 def _knn_arrays(Q: np.ndarray, X: np.ndarray, k: int, metric: str, backend: str) -> tuple[np.ndarray, np.ndarray]:
     "Top-k search on validated float32 arrays: values and int64 indices, best first."
@@ -236,7 +236,7 @@ def knn_density(X, # rows to score (n, d)
     if power == 0: return np.ones(len(a), dtype=np.float32)
     return (1.0 / (a + eps) ** power).astype(np.float32)
 
-# %% ../nbs/04_neighbors.ipynb #00000016
+# %% ../nbs/04_neighbors.ipynb #00000018
 @dataclass
 class KMeansResult:
     "Centroids, the label of every row, the inertia (sum of squared distances to the assigned centroid) and iterations run."
@@ -281,9 +281,12 @@ def _lloyd(X: np.ndarray, C: np.ndarray, niter: int, spherical: bool, backend: s
         d2, lab = _knn_arrays(X, C, 1, 'sqeuclidean', backend)
         if labels is not None and np.array_equal(lab[:, 0], labels): it -= 1; break
         labels = lab[:, 0]
-        onehot = sp.csr_matrix((np.ones(len(X)), (labels, np.arange(len(X)))), shape=(k, len(X)))
-        counts = np.asarray(onehot.sum(1)).ravel()
-        C = ((onehot @ X.astype(np.float64)) / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        counts = np.bincount(labels, minlength=k)
+        sums = np.zeros((k, X.shape[1]))
+        for s in range(0, len(X), 1 << 16):   # float64 sums, one block of rows at a time
+            lab_b = labels[s:s + (1 << 16)]
+            sums += sp.csr_matrix((np.ones(len(lab_b)), (lab_b, np.arange(len(lab_b)))), shape=(k, len(lab_b))) @ X[s:s + (1 << 16)].astype(np.float64)
+        C = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
         empty = np.flatnonzero(counts == 0)
         if len(empty): C[empty] = X[np.argsort(-d2[:, 0], kind='stable')[:len(empty)]]
         if spherical: C = l2_normalize(C)
@@ -343,7 +346,7 @@ def kmeans(X, # rows (n, d)
     d2, lab = _knn_arrays(X, C, 1, 'sqeuclidean', backend)
     return KMeansResult(C, lab[:, 0], float(d2[:, 0].astype(np.float64).sum()), it)
 
-# %% ../nbs/04_neighbors.ipynb #00000019
+# %% ../nbs/04_neighbors.ipynb #0000001b
 def nearest_to_centroids(X, # pool rows (n, d)
                          centroids, # centroids (k, d)
                          unique: bool = True, # distinct rows: a collision takes the next-nearest unused row
@@ -371,7 +374,7 @@ def nearest_to_centroids(X, # pool rows (n, d)
         used[row] = True; out[c] = row
     return out
 
-# %% ../nbs/04_neighbors.ipynb #0000001c
+# %% ../nbs/04_neighbors.ipynb #0000001e
 def pairwise_blocks(X, # rows (n, d)
                     Y=None, # columns (m, d); None: X
                     metric: str = 'cosine_distance', # 'cosine_distance' | 'cosine' | 'ip' | 'l2' | 'sqeuclidean'
@@ -394,7 +397,7 @@ def _pairwise_iter(X: np.ndarray, Y: np.ndarray, metric: str, same: bool, rows: 
     for s in range(0, len(X), rows):
         e = min(len(X), s + rows)
         B = X[s:e] @ Y.T
-        if metric == 'cosine_distance': B = 1 - B
+        if metric == 'cosine_distance': np.subtract(1, B, out=B)
         elif ysq is not None:
             B *= -2; B += np.einsum('ij,ij->i', X[s:e], X[s:e])[:, None]; B += ysq[None, :]; np.maximum(B, 0, out=B)
             if metric == 'l2': np.sqrt(B, out=B)

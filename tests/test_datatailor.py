@@ -191,6 +191,14 @@ def test_two_level_agrees_with_exact_on_separated_data():
     np.testing.assert_array_equal(auto, two)
 
 
+def test_two_level_warns_when_cells_are_too_coarse():
+    noise = np.random.default_rng(8).normal(size=(800, 64)).astype(np.float32)
+    exact = cluster_within_tasks(noise, np.zeros(800), method='exact')
+    assert exact.max() > 400   # the official cut on unstructured data: mostly singletons
+    with pytest.warns(RuntimeWarning, match='too coarse'):
+        cluster_within_tasks(noise, np.zeros(800), method='two_level', micro_clusters=100)
+
+
 def test_labels_global_in_task_order():
     rng = np.random.default_rng(6)
     X = np.vstack([rng.normal(size=(30, 3)), rng.normal(size=(20, 3)) + 50]).astype(np.float32)
