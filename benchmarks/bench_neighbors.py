@@ -31,6 +31,15 @@ def timed(fn, repeat=1):
     return best, out
 
 
+def timed_interleaved(fns, repeat):
+    "Best wall time of each function over `repeat` rounds that run them in turn (fair under a varying machine load)."
+    best, outs = {name: math.inf for name in fns}, {}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.perf_counter(); outs[name] = fn(); best[name] = min(best[name], time.perf_counter() - t)
+    return best, outs
+
+
 def inertia(X, C, labels):
     return float(((X.astype(np.float64) - C[labels].astype(np.float64)) ** 2).sum())
 
@@ -57,10 +66,10 @@ def bench_knn(n, d, k, repeat):
              'datasel_torch': lambda: neighbors.knn(X, k, metric='cosine', backend='torch'),
              'datasel_numpy': lambda: neighbors.knn(X, k, metric='cosine', backend='numpy'),
              'sklearn_brute': sklearn_brute}
-    ref = None
+    paired, paired_out = timed_interleaved({n: impls[n] for n in ('faiss_direct', 'datasel_faiss')}, repeat)
+    ref = paired_out['faiss_direct'][1]
     for name, fn in impls.items():
-        t, (vals, idx) = timed(fn, repeat if name.startswith(('faiss', 'datasel_faiss')) else 1)
-        if ref is None: ref = idx
+        t, (vals, idx) = (paired[name], paired_out[name]) if name in paired else timed(fn)
         recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(idx.tolist(), ref.tolist())]))
         res['runs'][name] = {'seconds': round(t, 3), 'recall_vs_faiss_direct': round(recall, 6)}
         print(f'  knn {name:15s} {t:8.2f} s  recall vs faiss {recall:.5f}', flush=True)
@@ -70,7 +79,7 @@ def bench_knn(n, d, k, repeat):
     return res
 
 
-def bench_kmeans(n, d, k, niter, sklearn_default):
+def bench_kmeans(n, d, k, niter, sklearn_default, repeat):
     import faiss
     from sklearn.cluster import KMeans
     X = mixture(n, d, k // 2, seed=2)
@@ -101,8 +110,9 @@ def bench_kmeans(n, d, k, niter, sklearn_default):
              'datasel_torch_kmeanspp': ours(backend='torch'),
              'sklearn_n_init1_max_iter_same': sk(n_init=1, max_iter=niter)}
     if sklearn_default: impls['sklearn_defaults'] = sk()
+    paired, paired_out = timed_interleaved({n: impls[n] for n in ('faiss_direct', 'datasel_faiss_random_init')}, repeat)
     for name, fn in impls.items():
-        t, (C, labels) = timed(fn)
+        t, (C, labels) = (paired[name], paired_out[name]) if name in paired else timed(fn)
         entry = {'seconds': round(t, 3), 'inertia': round(inertia(X, C, labels), 1)}
         if hasattr(fn, 'n_iter'): entry['n_iter'] = fn.n_iter
         res['runs'][name] = entry
@@ -162,11 +172,11 @@ def main():
                'faiss_gpu': neighbors.faiss_gpu_available(), 'load_average_at_start': [round(x, 2) for x in os.getloadavg()]}
     if args.quick:
         results['knn'] = bench_knn(2000, 64, 10, 2)
-        results['kmeans'] = bench_kmeans(5000, 32, 50, 20, True)
+        results['kmeans'] = bench_kmeans(5000, 32, 50, 20, True, 2)
         results['presel_kmeans'] = bench_presel([2000, 4000], [1000, 2000], 32, 60)
     else:
-        results['knn'] = bench_knn(20000, 384, 10, 2)
-        results['kmeans'] = bench_kmeans(50000, 256, 500, 20, True)
+        results['knn'] = bench_knn(20000, 384, 10, 3)
+        results['kmeans'] = bench_kmeans(50000, 256, 500, 20, True, 3)
         results['presel_kmeans'] = bench_presel([10000, 20000, 40000, 100000], [10000, 20000, 40000], 256, args.sklearn_limit)
     results['load_average_at_end'] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)

@@ -383,7 +383,7 @@ def write_records(records: Sequence[Mapping], # normalised records (e.g. a selec
         except (TypeError, ValueError) as e: raise InputError(f'record {i}: cannot be written as JSON ({e})') from None
     with atomic_write(path, 'w', overwrite=overwrite, protect=protect) as f:
         if suffix == '.jsonl': f.writelines(t + '\n' for t in texts)
-        else: f.write('[\n' + ',\n'.join(texts) + '\n]\n')
+        else: f.write('[\n' + ',\n'.join('  ' + t.replace('\n', '\n  ') for t in texts) + '\n]\n')
     return path
 
 def to_hf_dataset(records: Sequence[Mapping], # normalised records

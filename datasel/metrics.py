@@ -10,13 +10,14 @@ import inspect, math, numbers, re
 from typing import Any, Callable, Sequence
 import numpy as np
 from .core import InputError, as_embeddings, make_rng
-from .neighbors import assign, kmeans, knn, knn_density, l2_normalize, mean_knn_sqdist, pairwise_blocks
+from .neighbors import assign, kmeans, knn, knn_density, l2_normalize, pairwise_blocks
 
 # %% auto #0
 __all__ = ['NOVELSUM_VARIANTS', 'WORD_PATTERN', 'METRICS', 'TEXT_METRICS', 'proximity_weights', 'density_from_sqdist',
-           'sorted_row_averages', 'novelsum', 'distsum_cosine', 'novelsum_grid', 'word_tokenize', 'tokens_of', 'ttr',
-           'vocd_d', 'distsum_l2', 'knn_distance', 'radius', 'cosine_kernel_spectrum', 'vendi_score', 'log_determinant',
-           'facility_location', 'cluster_inertia', 'partition_entropy', 'list_metrics', 'diversity']
+           'sorted_row_averages', 'novelsum', 'distsum_cosine', 'mean_sqdist_per_k', 'novelsum_grid', 'word_tokenize',
+           'tokens_of', 'ttr', 'vocd_d', 'distsum_l2', 'knn_distance', 'radius', 'cosine_kernel_spectrum',
+           'vendi_score', 'log_determinant', 'facility_location', 'cluster_inertia', 'partition_entropy',
+           'list_metrics', 'diversity']
 
 # %% ../nbs/10_metrics.ipynb #00000005
 def _check_power(value, name: str) -> float:
@@ -121,6 +122,20 @@ def distsum_cosine(X, # embeddings (n, d)
     center = Xn.mean(axis=0)
     return float(1.0 - center @ center)
 
+def mean_sqdist_per_k(X, # rows to score (n, d)
+                      reference=None, # pool (m, d); None: X itself
+                      ks: Sequence[int] = (5, 10), # neighbour counts
+                      backend: str = 'auto', # kNN backend
+                     ) -> dict:
+    "a_i for every k from ONE kNN query for the largest k (reference deduplicated, first hit dropped): {k: float64 (n,)}."
+    X = as_embeddings(X, 'X')
+    R = X if reference is None else as_embeddings(reference, 'reference', dim=X.shape[1])
+    R = np.ascontiguousarray(np.unique(R, axis=0))
+    k_max = _check_neighbors(max(ks), len(R), 'neighbors')
+    sqdist, _ = knn(R, k_max, queries=X, metric='sqeuclidean', drop_first=True, backend=backend)
+    sqdist = sqdist.astype(np.float64)
+    return {int(k): sqdist[:, :k].mean(axis=1) for k in ks}
+
 def novelsum_grid(X, # embeddings of the data set to score (n, d)
                   reference=None, # pool (m, d) the density is estimated from; None: X itself
                   neighbors: Sequence[int] = (5, 10), # the k values
@@ -135,7 +150,7 @@ def novelsum_grid(X, # embeddings of the data set to score (n, d)
     betas = [_check_power(b, 'density_powers') for b in density_powers]
     alphas = [_check_power(a, 'distance_powers') for a in distance_powers]
     rank_average = sorted_row_averages(X, alphas)
-    mean_sqdist = {k: mean_knn_sqdist(X, reference, k, backend=backend) for k in dict.fromkeys(ks)} if any(betas) else {}
+    mean_sqdist = mean_sqdist_per_k(X, reference, ks, backend) if any(betas) else {}
     grid = {}
     for b_given, beta in zip(density_powers, betas):
         for k in ks:

@@ -139,7 +139,7 @@ def batch_response_loss(model: Any, # causal LM
     labels = pad_labels([e['labels'] for e in encoded], dev)
     logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
     total, count = masked_token_nll(logits, labels)
-    return (total/count).double().cpu().numpy()
+    return (total/count).detach().double().cpu().numpy()
 
 # %% ../nbs/20_score.ipynb #00000012
 SHARD_ROWS, SHARD_SECONDS = 256, 30.0

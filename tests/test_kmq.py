@@ -192,7 +192,7 @@ def test_iterative_softmax_and_reference():
     ref = iterative_kmq(None, 60, 3, lambda s: None, score_fn, labels=labels, reference=True, seed=0)
     rec = ref.info['iterations']
     np.testing.assert_array_equal(rec[0]['cluster_budgets'], np.minimum(60 // 3 // 6, np.bincount(labels)))
-    # issue #8: only int(b/K/N) = 3 cluster draws per iteration; a drawn cluster with nothing left gives nothing (code's min)
+    # the official repository's GitHub issue #8: only int(b/K/N) = 3 cluster draws per iteration; a drawn cluster with nothing left gives nothing (code's min)
     assert all(int(r['cluster_budgets'].sum()) <= 60 // 6 // 3 for r in rec[1:])
     assert len(ref) <= 18 + 2 * 3
     assert ref.scores is None and ref.info['shortfall'] == 60 - len(ref)

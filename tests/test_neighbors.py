@@ -265,3 +265,17 @@ def test_l2_normalize_and_threads(monkeypatch):
     monkeypatch.setenv('DATASEL_NUM_THREADS', 'many')
     with pytest.raises(InputError, match='DATASEL_NUM_THREADS'): set_threads()
     set_threads(before)
+
+
+def test_without_faiss_auto_falls_back(monkeypatch):
+    from datasel.core import MissingDependencyError
+    X = np.random.default_rng(7).normal(size=(150, 10)).astype(np.float32)
+    with_faiss = knn(X, 4, metric='l2'), knn_density(X, neighbors=5), kmeans(X, 5, seed=1)
+    monkeypatch.setattr(nb, 'faiss', None)
+    assert not faiss_available() and not nb.faiss_gpu_available()
+    v, i = knn(X, 4, metric='l2')                                            # 'auto' now runs torch
+    np.testing.assert_array_equal(i, with_faiss[0][1]); np.testing.assert_allclose(v, with_faiss[0][0], rtol=1e-6)
+    np.testing.assert_allclose(knn_density(X, neighbors=5), with_faiss[1], rtol=1e-6)
+    km = kmeans(X, 5, seed=1)
+    assert km.inertia <= 1.05 * with_faiss[2].inertia
+    with pytest.raises(MissingDependencyError, match='pip install faiss-cpu'): knn(X, 2, backend='faiss')
