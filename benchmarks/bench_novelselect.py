@@ -7,10 +7,10 @@
 
 Data: Gaussian mixtures in d = 384 (100 components of spread 0.25..1.75 around centres of scale 2.5 with a common
 mean: the golden pool's recipe at larger sizes). Defaults k = 10 neighbours, beta = 0.5, alpha = 1, seed 42.
-Both runs share the density (timed once, reported apart); the selection loops are compared: same picks (whole order)
+The density is computed once (timed apart) and given to both runs (`density=`); the selection loops are compared: same picks (whole order)
 and the ratio of their times.
 
-Where the reference would take too long (n = 20,000, k = 1,000: ~10^12.5 flops), it runs only its first `m` picks,
+Where the reference would take too long (n = 20,000, k = 2,000: about ten minutes), it runs only its first `m` picks,
 and its cost for all k picks is EXTRAPOLATED from those steps: the per-step times of picks 1..m are fitted (non-negative
 least squares) by a + b t + c t log2 t (t = selected-set size: the n x t product is linear in t, the row sorts are
 t log t), and the fit is summed over t = 1..k-1. The fit is checked by predicting steps m/2..m from steps 1..m/2.
@@ -34,6 +34,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from datasel.core import atomic_write
+from datasel.neighbors import knn_density
 from datasel.novelselect import novelselect
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect.json'
@@ -69,17 +70,16 @@ def predict(coef: np.ndarray, t: np.ndarray) -> np.ndarray:
 def run_case(X: np.ndarray, k: int, alpha: float, reference_steps: int | None) -> dict:
     "Both algorithms on X; the reference fully, or on its first `reference_steps` picks and extrapolated."
     n, d = X.shape
-    fast, fast_wall, fast_cpu = timed(novelselect, X, k, distance_power=alpha, device='numpy')
-    density_cpu = fast.info['timings']['density_s']
+    density, _, density_cpu = timed(knn_density, X, None, 10, power=0.5)   # computed once, given to both runs
+    fast, fast_wall, select_fast = timed(novelselect, X, k, distance_power=alpha, device='numpy', density=density)
     m = k if reference_steps is None else min(k, reference_steps)
-    ref, ref_wall, ref_cpu = timed(novelselect, X, m, distance_power=alpha, device='numpy', reference=True)
-    select_fast = fast_cpu - density_cpu          # the density is computed the same way in both
-    select_ref = ref_cpu - ref.info['timings']['density_s']
-    case = {'n': n, 'd': d, 'k': k, 'distance_power': alpha, 'density_power': 0.5, 'neighbors': 10,
+    ref, ref_wall, select_ref = timed(novelselect, X, m, distance_power=alpha, device='numpy', reference=True, density=density)
+    case = {'n': n, 'd': d, 'k': k, 'distance_power': alpha, 'density_power': 0.5, 'neighbors': 10, 'density_cpu_s': density_cpu,
             'incremental': {'select_cpu_s': select_fast, 'select_wall_s': fast.info['timings']['select_s'],
-                            'density_s': density_cpu, 'reranked_per_step_mean': float(fast.info['reranked_per_step'].mean()),
+                            'reranked_per_step_mean': float(fast.info['reranked_per_step'].mean()),
                             'reranked_per_step_max': int(fast.info['reranked_per_step'].max())},
-            'same_picks': bool(np.array_equal(fast.indices[:m], ref.indices)), 'picks_compared': m}
+            'same_picks': bool(np.array_equal(fast.indices[:m], ref.indices)), 'picks_compared': m,
+            'first_different_pick': next((int(j) for j in range(m) if fast.indices[j] != ref.indices[j]), None)}
     if m == k:
         case['reference'] = {'select_cpu_s': select_ref, 'select_wall_s': ref.info['timings']['select_s'], 'extrapolated': False}
     else:
@@ -107,7 +107,7 @@ def main():
     a = p.parse_args()
     d = 384
     cases = [(2000, 200, 1.0, None), (5000, 500, 1.0, None), (5000, 500, 0.0, None), (5000, 500, 2.0, None)]
-    if not a.quick: cases += [(10000, 500, 1.0, None), (20000, 1000, 1.0, a.reference_steps)]
+    if not a.quick: cases += [(10000, 500, 1.0, None), (20000, 1000, 1.0, None), (20000, 2000, 1.0, a.reference_steps)]
     load_before = os.getloadavg()
     novelselect(mixture(500, d), 20)   # warm-up: imports, faiss, thread pools
     results = []

@@ -85,25 +85,24 @@ def novelty_scores(unit_rows, # L2-normalised rows (n, d): float32 numpy array o
 
 # %% ../nbs/11_novelselect.ipynb #0000000d
 def _column_function(unit_rows: np.ndarray, density: np.ndarray, pair_density: str, device):
-    "s -> float32 (n,) values c_s(x) of every row against pick s, in numpy or torch."
+    "pick -> float32 (n,): c(x, pick) for every row x, in numpy or torch."
     if device == 'numpy':
-        similarity = lambda s: np.einsum('ij,j->i', unit_rows, unit_rows[s])   # one pass, no thread hand-offs
-        if pair_density == 'sum': return lambda s: (1 - similarity(s)) * (density + density[s])
-        return lambda s: (1 - similarity(s)) * density[s]
+        factor = (lambda s: density + density[s]) if pair_density == 'sum' else (lambda s: density[s])
+        return lambda s: (1 - np.einsum('ij,j->i', unit_rows, unit_rows[s])) * factor(s)   # one pass, no thread hand-offs
     import torch
-    rows_t, density_t = torch.from_numpy(unit_rows).to(device), torch.from_numpy(density).to(device)
-    if pair_density == 'sum': return lambda s: ((1 - rows_t @ rows_t[s]) * (density_t + density_t[s])).cpu().numpy()
-    return lambda s: ((1 - rows_t @ rows_t[s]) * density_t[s]).cpu().numpy()
+    rows, dens = torch.from_numpy(unit_rows).to(device), torch.from_numpy(density).to(device)
+    factor = (lambda s: dens + dens[s]) if pair_density == 'sum' else (lambda s: dens[s])
+    return lambda s: ((1 - rows @ rows[s]) * factor(s)).cpu().numpy()
 
 def _select_incremental(column, n: int, budget: int, first: int, distance_power: float, quality: np.ndarray | None,
                         max_bytes: int, top: int = 32, rel_slack: float = 1e-7):
     "Exact greedy with stored values and upper bounds; returns (picks, per-pick weighted sums, re-ranked rows per step, elapsed)."
     weights = 1 / np.arange(1, budget + 1, dtype=np.float64) ** distance_power
     values = np.empty((n, max(budget - 1, 1)), dtype=np.float32)   # c_j(x), in pick order
-    bound = np.zeros(n)                     # >= s_t(x), exact where exact_at == t; -inf once picked
+    bound = np.zeros(n)                      # >= s_t(x), exact where exact_at == t; -inf once picked
     exact_at = np.zeros(n, dtype=np.int64)
     picks, sums, reranked, elapsed = [first], [0.0], [0], [0.0]
-    previous = np.empty(0, dtype=np.int64)  # rows re-ranked at the last step: the likely winners of this one
+    previous = np.empty(0, dtype=np.int64)   # rows re-ranked at the last step: the likely winners of this one
     if quality is not None: quality = quality.copy()
     t0 = time.perf_counter()
 
@@ -124,7 +123,7 @@ def _select_incremental(column, n: int, budget: int, first: int, distance_power:
         bound += weights[t - 1] * v
         if quality is not None: quality[last] = 1.0            # keeps the picked row's key at -inf
         key = bound if quality is None else bound * quality
-        if t == 1 or distance_power == 0:          # the bound is the score itself
+        if t == 1 or distance_power == 0:                   # the bound is the score itself
             nxt, count = int(np.argmax(key)), 0
         else:
             seeds = previous[np.isfinite(key[previous])]
@@ -171,10 +170,12 @@ def novelselect(X, # embeddings of the pool (n, d)
                 device: str = 'auto', # 'auto' (CUDA when torch sees one, else numpy) | 'numpy' | a torch device ('cpu', 'cuda', ...)
                 *,
                 pair_density: str = 'sum', # 'sum': sigma(x) + sigma(s_j) (official) | 'selected': sigma(s_j) (NovelSum's equation)
+                density=None, # precomputed sigma per row (e.g. knn_density(X, reference=other_pool)); overrides neighbors/density_power
                 max_bytes: int = 256 * 2**20, # memory of one block of candidate x pick values
                ) -> Selection:
     "NovelSelect: greedily pick the sample of largest density- and proximity-weighted distance to the selected set."
     t_start = time.perf_counter()
+    density_given = density is not None
     X = as_embeddings(X, 'X')
     n = len(X)
     k_density = _check_int(neighbors, 'neighbors', 1)
@@ -189,7 +190,10 @@ def novelselect(X, # embeddings of the pool (n, d)
     else: first = _check_int(first, 'first', 0, n - 1)
     dev = _resolve_device(device)
 
-    density = knn_density(X, None, k_density, power=beta) if beta else np.ones(n, dtype=np.float32)
+    if density is not None:
+        density = as_scores(density, n, 'density', dtype=np.float32)
+        if (density < 0).any(): raise InputError('density: expected values >= 0')
+    else: density = knn_density(X, None, k_density, power=beta) if beta else np.ones(n, dtype=np.float32)
     unit_rows = l2_normalize(X)
     t_density = time.perf_counter() - t_start
     if reference:
@@ -207,7 +211,8 @@ def novelselect(X, # embeddings of the pool (n, d)
         scores = novelty * q[picks] if q is not None else novelty
     info = {'method': 'novelselect',
             'params': dict(budget=b, neighbors=k_density, density_power=beta, distance_power=alpha, seed=seed,
-                           reference=bool(reference), first=first, quality=q is not None, pair_density=pair_density),
+                           reference=bool(reference), first=first, quality=q is not None, pair_density=pair_density,
+                           density='given' if density_given else 'knn'),
             'algorithm': 'reference' if reference else 'incremental', 'device': str(dev),
             'novelty': novelty, 'elapsed_s': elapsed,
             'timings': {'density_s': t_density, 'select_s': float(elapsed[-1]), 'total_s': time.perf_counter() - t_start}}

@@ -71,7 +71,7 @@ def response_spans(messages: Sequence[Mapping], # checked messages (`record_mess
         head, through = render(messages[:i], True), render(messages[:i + 1])
         if not (text.startswith(through) and through.startswith(head)):
             raise InputError(f"{name}: the tokenizer's chat template does not render the conversation turn by turn, so its assistant tokens cannot be located")
-        start, end = len(head), len(through)
+        start, end = len(head), len(through.rstrip())  # whitespace after the end-of-turn marker is not predicted
         if not end_of_turn:
             content = m['content'] if m['content'] in through[start:] else m['content'].strip()
             at = through.find(content, start)

@@ -207,6 +207,7 @@ def finetune_lora(records: Sequence[Mapping], # normalised training records
                   max_grad_norm: float = 1.0, # gradient clipping norm
                   prefix: PrefixStates | None = None, # cached bottom states to reuse and extend (see `prefix_states`)
                   end_of_turn: bool = True, # train on the end-of-turn marker too
+                  autocast: str | None = None, # 'bfloat16': mixed-precision forward passes (torch.autocast); None = full float32
                   progress: bool = True, # show progress bars
                  ) -> Any:
     "LoRA-fine-tune the top `train_layers` layers of a causal LM on `records`; returns the merged model (frozen tensors shared with `model`)."
@@ -216,6 +217,7 @@ def finetune_lora(records: Sequence[Mapping], # normalised training records
     epochs, batch_size, lora_r = _check_positive(epochs, 'epochs'), _check_positive(batch_size, 'batch_size'), _check_positive(lora_r, 'lora_r')
     lr, lora_alpha = _check_positive(lr, 'lr', float), _check_positive(lora_alpha, 'lora_alpha', float)
     if not 0 <= warmup_ratio < 1: raise InputError(f'warmup_ratio: expected a value in [0, 1), got {warmup_ratio!r}')
+    if autocast not in (None, 'bfloat16', 'float16'): raise InputError(f"autocast: expected None, 'bfloat16' or 'float16', got {autocast!r}")
     model, tokenizer = resolve_causal_lm(model, tokenizer)
     n_layers = len(decoder_layers(model))
     train_layers = n_layers if train_layers is None else train_layers
@@ -248,20 +250,22 @@ def finetune_lora(records: Sequence[Mapping], # normalised training records
                 for epoch in range(epochs):
                     order = order_rng.permutation(len(entries))
                     for start in range(0, len(order), batch_size):
-                        totals, counts = top_token_nll(peft_model, replay, [entries[i] for i in order[start:start + batch_size]], tokenizer.pad_token_id)
+                        with torch.autocast(dev.type, getattr(torch, autocast or 'float32'), enabled=autocast is not None):
+                            totals, counts = top_token_nll(peft_model, replay, [entries[i] for i in order[start:start + batch_size]], tokenizer.pad_token_id)
                         loss = totals.sum()/counts.sum()
                         loss.backward()
                         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
                         optimizer.step(); scheduler.step(); optimizer.zero_grad(set_to_none=True)
-                        history.append(float(loss)); bar.update(1)
+                        history.append(loss.item()); bar.update(1)
             merged = peft_model.merge_and_unload()
     finally:
         for p, flag in zip(model.parameters(), grad_flags): p.requires_grad_(flag)
-    for p in merged.parameters(): p.requires_grad_(False)
+    for layer in decoder_layers(merged)[frozen:]: layer.requires_grad_(False)
     merged.eval()
     merged.finetune_info = {'params': dict(epochs=epochs, lr=lr, batch_size=batch_size, max_tokens=max_tokens, seed=seed,
                                            train_layers=int(train_layers), lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=float(lora_dropout),
-                                           target_modules=None if target_modules is None else list(target_modules), warmup_ratio=warmup_ratio),
+                                           target_modules=None if target_modules is None else list(target_modules), warmup_ratio=warmup_ratio,
+                                           autocast=autocast),
                             'n_records': len(entries), 'train_tokens': int(sum(len(e['input_ids']) for e in entries)),
                             'losses': history, 'prefix_s': t1 - t0, 'train_s': time.perf_counter() - t1}
     return merged

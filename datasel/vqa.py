@@ -17,8 +17,8 @@ from .assets import EASY_VQA_ANSWERS, ImagePreprocess, cache_root, load_text_enc
 from .embed import embed_images, token_states
 
 # %% auto #0
-__all__ = ['VQAFeatures', 'pad_token_states', 'record_question', 'record_answer', 'vqa_features', 'FusionVQA', 'VQAModel',
-           'train_vqa', 'vqa_predict', 'vqa_accuracy', 'vqa_losses', 'vqa_irs_losses', 'vqa_token_states',
+__all__ = ['VQAFeatures', 'pad_token_states', 'record_question', 'record_answer', 'vqa_features', 'FusionVQA', 'cpu_threads',
+           'VQAModel', 'train_vqa', 'vqa_predict', 'vqa_accuracy', 'vqa_losses', 'vqa_irs_losses', 'vqa_token_states',
            'vqa_embeddings', 'VQAScorer']
 
 # %% ../nbs/22_vqa.ipynb #00000006
@@ -141,6 +141,14 @@ class FusionVQA(torch.nn.Module):
         return self.head(self.norm(states[:, 0])), states, valid
 
 # %% ../nbs/22_vqa.ipynb #0000000f
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    "Limit torch's CPU threads for the block (None = unchanged); small networks run fastest on one thread."
+    before = torch.get_num_threads()
+    if threads is not None: torch.set_num_threads(int(threads))
+    try: yield
+    finally: torch.set_num_threads(before)
+
 @dataclass
 class VQAModel:
     "A trained `FusionVQA` with its input scaling, settings and training history."
@@ -184,6 +192,7 @@ def train_vqa(features: VQAFeatures, # frozen inputs of the training records
               weight_decay: float = 0.01, # AdamW weight decay
               seed: int = 0, # seed of the initialisation, batch order and dropout
               device: Any = 'auto', # 'auto', 'cpu', 'cuda', ...
+              threads: int | None = 1, # torch CPU threads while training (None = unchanged)
               progress: bool = False, # show a progress bar
              ) -> VQAModel:
     "Train a fresh fusion network on the selected records; deterministic given `seed`."
@@ -195,7 +204,7 @@ def train_vqa(features: VQAFeatures, # frozen inputs of the training records
     used = features.images[np.unique(features.image_index[rows])]
     mean, std = used.mean((0, 1)), used.std((0, 1)) + 1e-6
     rng, t0, losses = make_rng(seed), time.perf_counter(), []
-    with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
+    with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []), cpu_threads(threads):
         torch.manual_seed(seed)
         net = FusionVQA(features.images.shape[2], features.questions.shape[2], features.images.shape[1], len(features.answer_names),
                         width, layers, heads, dropout).to(dev)
@@ -223,7 +232,7 @@ def _forward_all(model: VQAModel, features: VQAFeatures, indices: Any, question:
     "Yield (rows, logits, states, valid) batch by batch, in eval mode without gradients."
     rows = _selection(features, indices)
     dev = next(model.net.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads(1):
         for start in range(0, len(rows), batch_size):
             batch = rows[start:start + batch_size]
             img, q, qmask, _ = _batch(features, batch, model.image_mean, model.image_std, dev)
