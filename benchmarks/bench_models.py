@@ -19,7 +19,7 @@ import torch
 
 from datasel.assets import load_causal_lm, load_easy_vqa, load_sharegpt, ImagePreprocess
 from datasel.embed import embed_images
-from datasel.score import generate, response_loss
+from datasel.score import encode_record, generate, response_loss
 from datasel.train import answer_scores, evaluate_loss, finetune_lora, prefix_states
 from datasel.vqa import train_vqa, vqa_accuracy, vqa_features, vqa_irs_losses, vqa_token_states
 
@@ -41,17 +41,23 @@ class Timer:
         return out
 
 
-def bench_score(lm, tok, records, results):
+def bench_score(lm, tok, records, threads, results):
+    tokens = int(sum(len(encode_record(r, tok, 256)['input_ids']) for r in records))
+    results['score'] = []
+    for n_threads, n in ((threads, len(records)), (3 - threads, len(records) // 3)):
+        torch.set_num_threads(n_threads)
+        with Timer() as t:
+            losses = response_loss(records[:n], lm, tok, max_tokens=256, batch_size=8, progress=False)
+        results['score'].append({'torch_threads': n_threads, 'records': n, 'max_tokens': 256, 'batch_size': 8,
+                                 'mean_tokens': round(tokens / len(records), 1), 'mean_loss': round(float(losses.mean()), 4),
+                                 **t.as_dict(100, n)})
+        print('score', results['score'][-1], flush=True)
+    torch.set_num_threads(threads)
     with Timer() as t:
-        losses = response_loss(records, lm, tok, max_tokens=256, batch_size=8, progress=False)
-    tokens = sum(min(256, len(tok.apply_chat_template(r['messages'], tokenize=True))) for r in records)
-    results['score'] = {'records': len(records), 'max_tokens': 256, 'batch_size': 8, 'tokens': int(tokens),
-                        'mean_loss': float(losses.mean()), **t.as_dict(100, len(records))}
-    with Timer() as t:
-        answers = generate(records[:16], lm, tok, max_new_tokens=64, batch_size=8, progress=False)
-    results['generate'] = {'records': 16, 'max_new_tokens': 64, 'mean_answer_words': float(np.mean([len(a.split()) for a in answers])),
-                           **t.as_dict(100, 16)}
-    print('score', results['score'], '\ngenerate', results['generate'], flush=True)
+        answers = generate(records[:8], lm, tok, max_new_tokens=64, batch_size=8, progress=False)
+    results['generate'] = {'records': 8, 'max_new_tokens': 64, 'mean_answer_words': float(np.mean([len(a.split()) for a in answers])),
+                           **t.as_dict(100, 8)}
+    print('generate', results['generate'], flush=True)
 
 
 def bench_lora(lm, tok, train, heldout, runs, results):
@@ -134,15 +140,17 @@ def bench_vqa(train_questions, sample_images, results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='small sizes, for a smoke run')
+    parser.add_argument('--threads', type=int, default=1, choices=(1, 2), help='torch CPU threads (scoring is timed with both)')
     args = parser.parse_args()
     q = args.quick
-    results = {'machine': {'python': platform.python_version(), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
+    torch.set_num_threads(args.threads)
+    results = {'machine': {'python': platform.python_version(), 'torch': torch.__version__, 'threads': args.threads,
                            'cpus': os.cpu_count(), 'cuda': torch.cuda.is_available(), 'load_average_start': os.getloadavg()},
                'quick': q}
     t0 = time.perf_counter()
     lm, tok = load_causal_lm(device='auto')
     share = load_sharegpt(max_records=500)
-    bench_score(lm, tok, share[:20 if q else 100], results)
+    bench_score(lm, tok, share[:24 if q else 96], args.threads, results)
     train, heldout = share[100:(120 if q else 200)], share[400:(410 if q else 440)]
     runs = [dict(train_layers=2, max_tokens=256, epochs=1, lr=1e-3),
             dict(train_layers=2, max_tokens=256, epochs=1, lr=1e-3, autocast='bfloat16'),

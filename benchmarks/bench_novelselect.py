@@ -67,6 +67,15 @@ def predict(coef: np.ndarray, t: np.ndarray) -> np.ndarray:
     return coef[0] + coef[1] * t + coef[2] * t * np.log2(np.maximum(t, 1))
 
 
+def rescore_float64(X: np.ndarray, density: np.ndarray, prefix, candidates, alpha: float) -> list[float]:
+    "The official score of each candidate after `prefix`, in float64."
+    U = X.astype(np.float64) / np.linalg.norm(X.astype(np.float64), axis=1, keepdims=True)
+    sig = density.astype(np.float64)
+    prefix = np.asarray(prefix)
+    w = 1 / np.arange(1, len(prefix) + 1) ** alpha
+    return [float((np.sort((1 - U[prefix] @ U[c]) * (sig[c] + sig[prefix])) * w).mean()) for c in candidates]
+
+
 def run_case(X: np.ndarray, k: int, alpha: float, reference_steps: int | None) -> dict:
     "Both algorithms on X; the reference fully, or on its first `reference_steps` picks and extrapolated."
     n, d = X.shape
@@ -80,6 +89,11 @@ def run_case(X: np.ndarray, k: int, alpha: float, reference_steps: int | None) -
                             'reranked_per_step_max': int(fast.info['reranked_per_step'].max())},
             'same_picks': bool(np.array_equal(fast.indices[:m], ref.indices)), 'picks_compared': m,
             'first_different_pick': next((int(j) for j in range(m) if fast.indices[j] != ref.indices[j]), None)}
+    j = case['first_different_pick']
+    if j is not None:   # how close the two candidates were, rescored in float64 against the common prefix
+        a, b = rescore_float64(X, density, fast.indices[:j], [fast.indices[j], ref.indices[j]], alpha)
+        case['at_first_difference'] = {'incremental_pick': int(fast.indices[j]), 'reference_pick': int(ref.indices[j]),
+                                       'float64_scores': [a, b], 'relative_gap': abs(a - b) / max(abs(a), abs(b))}
     if m == k:
         case['reference'] = {'select_cpu_s': select_ref, 'select_wall_s': ref.info['timings']['select_s'], 'extrapolated': False}
     else:
@@ -118,7 +132,9 @@ def main():
         tag = f"extrapolated from {r['measured_steps']} measured picks" if r['extrapolated'] else 'measured'
         print(f"n={n:6d} k={k:5d} alpha={alpha:g}: incremental {case['incremental']['select_cpu_s']:7.2f} s, "
               f"reference {r['select_cpu_s']:8.1f} s ({tag}) -> {case['speedup']:6.1f}x; "
-              f"same picks over {case['picks_compared']}: {case['same_picks']}; "
+              f"same picks over {case['picks_compared']}: {case['same_picks']}"
+              + (f" (first difference at pick {case['first_different_pick']}, float64 relative gap "
+                 f"{case['at_first_difference']['relative_gap']:.1e})" if case['first_different_pick'] is not None else '') + '; '
               f"re-ranked {case['incremental']['reranked_per_step_mean']:.0f}/{n} per step", flush=True)
     result = {'benchmark': 'novelselect: exact incremental vs the official step (CPU seconds of the selection loop)',
               'cases': results,

@@ -6,7 +6,7 @@ small fraction of its cost."""
 
 # %% ../nbs/11_novelselect.ipynb #00000002
 from __future__ import annotations
-import numbers, time
+import numbers, os, time
 import numpy as np
 from .core import InputError, Selection, as_embeddings, as_scores, resolve_budget
 from .neighbors import knn_density, l2_normalize, torch_device
@@ -35,6 +35,16 @@ def _check_quality(quality, n: int) -> np.ndarray | None:
     q = as_scores(quality, n, 'quality')
     if (q < 0).any(): raise InputError(f'quality: expected values >= 0 (novelty is multiplied by quality), got {q[q < 0][:3].tolist()}')
     return q
+
+def _check_memory(n: int, budget: int):
+    "The incremental path stores n x (budget - 1) float32 values: refuse what cannot fit in this machine's memory."
+    need = 4 * n * max(budget - 1, 1)
+    try: total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError): return
+    if need > 0.8 * total:
+        raise InputError(f'budget: the incremental algorithm keeps {n} x {budget - 1} float32 values ({need / 2**30:.1f} GiB), '
+                         f'more than this machine can hold ({total / 2**30:.1f} GiB); select fewer, or pass reference=True '
+                         f'(it needs one block of max_bytes at a time, but is far slower)')
 
 def _resolve_device(device) -> str | object:
     "'numpy', or the torch device to run on ('auto': CUDA when torch sees one, else numpy)."
@@ -205,6 +215,7 @@ def novelselect(X, # embeddings of the pool (n, d)
         novelty = scores / np.where(q > 0, q, 1)[picks] if q is not None else scores
         reranked = None
     else:
+        _check_memory(n, b)
         column = _column_function(unit_rows, density, pair_density, dev)
         picks, sums, reranked, elapsed = _select_incremental(column, n, b, first, alpha, q, max_bytes)
         novelty = sums / np.maximum(np.arange(len(picks)), 1)
