@@ -19,9 +19,9 @@ from .score import (IGNORE_INDEX, encode_record, record_key, resolve_causal_lm, 
                            model_device, evaluating, first_exchange, tiny_causal_lm)
 
 # %% auto #0
-__all__ = ['LOGIT_TRANSFORMS', 'decoder_layers', 'layer_inputs', 'bottom_fingerprint', 'PrefixStates', 'prefix_states',
-           'replaying_bottom', 'top_token_nll', 'share_frozen_copy', 'finetune_lora', 'evaluate_loss',
-           'normalize_answer', 'token_f1', 'answer_scores']
+__all__ = ['LOGIT_TRANSFORMS', 'MAX_SHARED_PREFIXES', 'decoder_layers', 'layer_inputs', 'bottom_fingerprint', 'PrefixStates',
+           'prefix_states', 'shared_prefix_states', 'clear_shared_prefix_states', 'replaying_bottom', 'top_token_nll',
+           'share_frozen_copy', 'finetune_lora', 'evaluate_loss', 'normalize_answer', 'token_f1', 'answer_scores']
 
 # %% ../nbs/21_train.ipynb #00000006
 LOGIT_TRANSFORMS = ('final_logit_softcapping', 'logit_scale', 'logits_scaling')
@@ -114,6 +114,28 @@ def prefix_states(records: Sequence[Mapping], # normalised records
     return states
 
 # %% ../nbs/21_train.ipynb #0000000b
+MAX_SHARED_PREFIXES = 2
+_SHARED_PREFIXES: dict = {}
+
+def shared_prefix_states(model: Any, # causal LM (base or fine-tuned: only its frozen part matters)
+                         frozen_layers: int, # decoder layers below the cached states
+                         max_tokens: int = 256, # token limit of the records
+                         end_of_turn: bool = True, # whether the end-of-turn marker is a label
+                        ) -> PrefixStates:
+    "The process-wide `PrefixStates` of this frozen part and setting (created empty the first time)."
+    bottom = bottom_fingerprint(model, frozen_layers)
+    key = (bottom, int(frozen_layers), int(max_tokens), bool(end_of_turn))
+    states = _SHARED_PREFIXES.pop(key, None)
+    if states is None: states = PrefixStates(int(frozen_layers), int(max_tokens), bool(end_of_turn), bottom)
+    _SHARED_PREFIXES[key] = states
+    while len(_SHARED_PREFIXES) > MAX_SHARED_PREFIXES: _SHARED_PREFIXES.pop(next(iter(_SHARED_PREFIXES)))
+    return states
+
+def clear_shared_prefix_states() -> None:
+    "Forget every process-wide `PrefixStates` (frees their memory)."
+    _SHARED_PREFIXES.clear()
+
+# %% ../nbs/21_train.ipynb #0000000e
 class _Replay(torch.nn.Module):
     "Stands in for a frozen bottom layer: returns the cached states (the first one) or its input unchanged."
     def __init__(self, first: bool):
@@ -162,7 +184,7 @@ def top_token_nll(model: Any, # causal LM whose bottom is being replayed
     totals = torch.zeros(len(entries), dtype=torch.float32, device=dev).index_add(0, valid.nonzero()[:, 0], nll)
     return totals, valid.sum(1)
 
-# %% ../nbs/21_train.ipynb #0000000f
+# %% ../nbs/21_train.ipynb #00000012
 def share_frozen_copy(model: Any, # causal LM
                       frozen_layers: int, # bottom decoder layers to share
                      ) -> Any:
@@ -205,7 +227,7 @@ def finetune_lora(records: Sequence[Mapping], # normalised training records
                   warmup_ratio: float = 0.03, # share of the steps with a linear warm-up
                   weight_decay: float = 0.0, # AdamW weight decay
                   max_grad_norm: float = 1.0, # gradient clipping norm
-                  prefix: PrefixStates | None = None, # cached bottom states to reuse and extend (see `prefix_states`)
+                  prefix: PrefixStates | str | None = 'shared', # cached bottom states to reuse and extend: 'shared' (process-wide), a `PrefixStates`, or None (this run only)
                   end_of_turn: bool = True, # train on the end-of-turn marker too
                   autocast: str | None = None, # 'bfloat16': mixed-precision forward passes (torch.autocast); None = full float32
                   progress: bool = True, # show progress bars
@@ -225,6 +247,9 @@ def finetune_lora(records: Sequence[Mapping], # normalised training records
         raise InputError(f'train_layers: expected an int in 1..{n_layers} or None, got {train_layers!r}')
     frozen = n_layers - int(train_layers)
     t0 = time.perf_counter()
+    if isinstance(prefix, str):
+        if prefix != 'shared': raise InputError(f"prefix: expected 'shared', a PrefixStates or None, got {prefix!r}")
+        prefix = shared_prefix_states(model, frozen, max_tokens, end_of_turn)
     prefix = prefix_states(records, model, tokenizer, frozen, max_tokens, end_of_turn, batch_size, prefix, progress=progress)
     entries = [prefix.entries[record_key(r)] for r in records]
     t1 = time.perf_counter()
@@ -270,17 +295,21 @@ def finetune_lora(records: Sequence[Mapping], # normalised training records
                             'losses': history, 'prefix_s': t1 - t0, 'train_s': time.perf_counter() - t1}
     return merged
 
-# %% ../nbs/21_train.ipynb #00000011
+# %% ../nbs/21_train.ipynb #00000014
 def evaluate_loss(model: Any, # causal LM (a base model or one `finetune_lora` returned)
                   tokenizer: Any, # its tokenizer
                   records: Sequence[Mapping], # held-out normalised records
                   batch_size: int = 8, # records per forward pass
                   max_tokens: int = 256, # longest token sequence per record
-                  prefix: PrefixStates | None = None, # cached bottom states (from the same base model) to run only the top layers
+                  prefix: PrefixStates | str | None = 'shared', # cached bottom states (same base model): 'shared' (process-wide, for models from `finetune_lora`), a `PrefixStates`, or None (full forward passes)
                   end_of_turn: bool = True, # score the end-of-turn marker too
                   progress: bool = False, # show a progress bar
                  ) -> float:
     "Held-out loss: the mean over records of the mean response-token loss."
+    if isinstance(prefix, str):
+        if prefix != 'shared': raise InputError(f"prefix: expected 'shared', a PrefixStates or None, got {prefix!r}")
+        trained = getattr(model, 'finetune_info', {}).get('params', {}).get('train_layers')
+        prefix = None if trained is None else shared_prefix_states(model, len(decoder_layers(model)) - trained, max_tokens, end_of_turn)
     if prefix is None: return float(response_loss(records, model, tokenizer, batch_size, max_tokens, progress=progress, end_of_turn=end_of_turn).mean())
     if (prefix.max_tokens, prefix.end_of_turn) != (max_tokens, end_of_turn):
         raise InputError(f'prefix: was built with max_tokens={prefix.max_tokens}, end_of_turn={prefix.end_of_turn}')

@@ -24,6 +24,16 @@ def pool() -> np.ndarray:
     return np.load(GOLDEN / 'pool.npy')
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    "Small models run fastest on one torch thread; on a shared 2-core machine two threads can be many times slower."
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: loads real models or runs long; run with the rest, skip with -m "not slow"')
     config.addinivalue_line('markers', 'gpu: needs CUDA')

@@ -8,6 +8,8 @@ from datasel.presel import question_free_record
 from datasel.score import (IGNORE_INDEX, encode_record, first_exchange, generate, generation_gap, ifd, irs_losses,
                            perplexity, response_loss, score_records, tiny_causal_lm)
 
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
 
 @pytest.fixture(scope='module')
 def tiny():

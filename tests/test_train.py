@@ -5,8 +5,10 @@ import torch
 
 from datasel.core import InputError
 from datasel.score import record_key, response_loss, tiny_causal_lm
-from datasel.train import (answer_scores, evaluate_loss, finetune_lora, normalize_answer, prefix_states, replaying_bottom,
-                           token_f1, top_token_nll)
+from datasel.train import (answer_scores, clear_shared_prefix_states, evaluate_loss, finetune_lora, normalize_answer,
+                           prefix_states, replaying_bottom, shared_prefix_states, token_f1, top_token_nll)
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def qa(question, answer):
@@ -53,6 +55,25 @@ def test_lora_lowers_heldout_loss_and_leaves_the_base_model_alone(tiny):
     assert not torch.equal(tuned.model.layers[2].mlp.up_proj.weight, model.model.layers[2].mlp.up_proj.weight)
     info = tuned.finetune_info
     assert info['n_records'] == 32 and len(info['losses']) == 4 * 8 and info['params']['train_layers'] == 2
+
+
+def test_shared_states_run_each_records_bottom_once(tiny):
+    model, tok = tiny
+    clear_shared_prefix_states()
+    bottom_calls = []
+    hook = model.model.layers[0].register_forward_hook(lambda *a: bottom_calls.append(1))
+    try:
+        first = finetune_lora(TRAIN, model, tok, epochs=1, batch_size=8, train_layers=1, progress=False)
+        n_first = len(bottom_calls)
+        assert n_first == 4  # 32 records in batches of 8
+        finetune_lora(TRAIN[5:20], model, tok, epochs=1, batch_size=8, train_layers=1, seed=1, progress=False)
+        assert len(bottom_calls) == n_first  # every record's bottom was cached
+        loss = evaluate_loss(first, tok, HELDOUT)  # the held-out records join the shared states, through the tuned copy
+        assert len(shared_prefix_states(model, 2)) == len(TRAIN) + len(HELDOUT)
+        assert loss == pytest.approx(evaluate_loss(first, tok, HELDOUT, prefix=None), abs=1e-4)
+    finally:
+        hook.remove()
+        clear_shared_prefix_states()
 
 
 def test_runs_are_deterministic_and_seeded(tiny):

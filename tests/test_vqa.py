@@ -9,6 +9,8 @@ from datasel.vqa import (FusionVQA, VQAFeatures, VQAScorer, train_vqa, vqa_accur
 
 SHAPES, COLOURS = [0, 7, 9], [1, 2, 3, 5, 6, 8, 10, 11]
 
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
 
 def synthetic(n=1200, images=300, seed=0):
     """Images carry a shape code in 8 patches and a colour code in 8 others; questions ask shape / colour / is-there."""
