@@ -16,12 +16,13 @@ from .core import DataselError, InputError, make_rng
 from .assets import require
 from .embed import model_fingerprint, pad_right, length_sorted_batches
 from .score import (IGNORE_INDEX, encode_record, record_key, resolve_causal_lm, response_loss, generate, pad_labels,
-                           model_device, evaluating, first_exchange, tiny_causal_lm)
+                           model_device, evaluating, first_exchange, score_cache, tiny_causal_lm)
 
 # %% auto #0
 __all__ = ['LOGIT_TRANSFORMS', 'MAX_SHARED_PREFIXES', 'decoder_layers', 'layer_inputs', 'bottom_fingerprint', 'PrefixStates',
            'prefix_states', 'shared_prefix_states', 'clear_shared_prefix_states', 'replaying_bottom', 'top_token_nll',
-           'share_frozen_copy', 'finetune_lora', 'evaluate_loss', 'normalize_answer', 'token_f1', 'answer_scores']
+           'share_frozen_copy', 'finetune_lora', 'record_losses', 'evaluate_loss', 'normalize_answer', 'token_f1',
+           'answer_scores']
 
 # %% ../nbs/21_train.ipynb #00000006
 LOGIT_TRANSFORMS = ('final_logit_softcapping', 'logit_scale', 'logits_scaling')
@@ -296,32 +297,53 @@ def finetune_lora(records: Sequence[Mapping], # normalised training records
     return merged
 
 # %% ../nbs/21_train.ipynb #00000014
-def evaluate_loss(model: Any, # causal LM (a base model or one `finetune_lora` returned)
+def record_losses(model: Any, # causal LM (a base model or one `finetune_lora` returned)
                   tokenizer: Any, # its tokenizer
-                  records: Sequence[Mapping], # held-out normalised records
+                  records: Sequence[Mapping], # normalised records
                   batch_size: int = 8, # records per forward pass
                   max_tokens: int = 256, # longest token sequence per record
                   prefix: PrefixStates | str | None = 'shared', # cached bottom states (same base model): 'shared' (process-wide, for models from `finetune_lora`), a `PrefixStates`, or None (full forward passes)
                   end_of_turn: bool = True, # score the end-of-turn marker too
                   progress: bool = False, # show a progress bar
-                 ) -> float:
-    "Held-out loss: the mean over records of the mean response-token loss."
+                  cache_dir: str | os.PathLike | None = None, # on-disk cache of the losses (shared with `response_loss`); None = no cache
+                 ) -> np.ndarray:
+    "Mean response-token loss of every record, float64 (n,): through the cached bottom states when given."
     if isinstance(prefix, str):
         if prefix != 'shared': raise InputError(f"prefix: expected 'shared', a PrefixStates or None, got {prefix!r}")
         trained = getattr(model, 'finetune_info', {}).get('params', {}).get('train_layers')
         prefix = None if trained is None else shared_prefix_states(model, len(decoder_layers(model)) - trained, max_tokens, end_of_turn)
-    if prefix is None: return float(response_loss(records, model, tokenizer, batch_size, max_tokens, progress=progress, end_of_turn=end_of_turn).mean())
+    if prefix is None:
+        return response_loss(records, model, tokenizer, batch_size, max_tokens, cache_dir, progress=progress, end_of_turn=end_of_turn)
     if (prefix.max_tokens, prefix.end_of_turn) != (max_tokens, end_of_turn):
         raise InputError(f'prefix: was built with max_tokens={prefix.max_tokens}, end_of_turn={prefix.end_of_turn}')
     if bottom_fingerprint(model, prefix.frozen_layers) != prefix.bottom_key: raise InputError('prefix: was computed with another base model')
-    prefix_states(records, model, tokenizer, prefix.frozen_layers, max_tokens, end_of_turn, batch_size, prefix, progress=progress)
-    entries = [prefix.entries[record_key(r)] for r in records]
-    losses = []
-    with evaluating(model), replaying_bottom(model, prefix.frozen_layers) as replay:
-        for batch in length_sorted_batches([len(e['input_ids']) for e in entries], batch_size):
-            totals, counts = top_token_nll(model, replay, [entries[i] for i in batch], tokenizer.pad_token_id)
-            losses += (totals/counts).tolist()
-    return float(np.mean(losses))
+    cache = score_cache(cache_dir, 'loss', model, tokenizer, max_tokens=max_tokens, end_of_turn=end_of_turn)
+    keys = [record_key(r) for r in records]
+    found = cache.get(dict.fromkeys(keys)) if cache is not None else {}
+    todo = list({k: r for k, r in zip(keys, records) if k not in found}.items())
+    if todo:
+        prefix_states([r for _, r in todo], model, tokenizer, prefix.frozen_layers, max_tokens, end_of_turn, batch_size, prefix, progress=progress)
+        entries = [prefix.entries[k] for k, _ in todo]
+        losses = np.empty(len(entries), dtype=np.float64)
+        with evaluating(model), replaying_bottom(model, prefix.frozen_layers) as replay:
+            for batch in length_sorted_batches([len(e['input_ids']) for e in entries], batch_size):
+                totals, counts = top_token_nll(model, replay, [entries[i] for i in batch], tokenizer.pad_token_id)
+                losses[batch] = (totals/counts).double().cpu().numpy()
+        found.update({k: v for (k, _), v in zip(todo, losses)})
+        if cache is not None: cache.put([k for k, _ in todo], losses)
+    return np.array([float(found[k]) for k in keys], dtype=np.float64)
+
+def evaluate_loss(model: Any, # causal LM (a base model or one `finetune_lora` returned)
+                  tokenizer: Any, # its tokenizer
+                  records: Sequence[Mapping], # held-out normalised records
+                  batch_size: int = 8, # records per forward pass
+                  max_tokens: int = 256, # longest token sequence per record
+                  prefix: PrefixStates | str | None = 'shared', # cached bottom states, as in `record_losses`
+                  end_of_turn: bool = True, # score the end-of-turn marker too
+                  progress: bool = False, # show a progress bar
+                 ) -> float:
+    "Held-out loss: the mean over records of the mean response-token loss."
+    return float(record_losses(model, tokenizer, records, batch_size, max_tokens, prefix, end_of_turn, progress).mean())
 
 def normalize_answer(text: str) -> str:
     "SQuAD answer normalisation: lower case, no punctuation, no articles, single spaces."
