@@ -40,7 +40,7 @@ def run_experiment(nb: Path, # experiment notebook
                    root: Path | None = None, # project root
                    kernel: str = 'datasel', # Jupyter kernel name (registered inside the venv by `make install`)
                    timeout: int = 3600, # outer limit for the whole run, seconds
-                   params: dict | None = None, # extra papermill parameters
+                   params: dict | None = None, # extra parameters of the notebook (JSON values)
                   ) -> dict:
     "Run one experiment notebook through papermill; return its status and wall time (also written to `run.json`)."
     if scale not in SCALES: raise InputError(f'scale: expected one of {SCALES}, got {scale!r}')
@@ -50,7 +50,7 @@ def run_experiment(nb: Path, # experiment notebook
     out_nb = run_dir/nb.name
     cmd = [sys.executable, '-m', 'papermill', str(nb), str(out_nb), '-k', kernel, '--cwd', str(nb.parent),
            '-p', 'scale', scale, '-p', 'out_dir', str(out_dir), '--execution-timeout', str(timeout), '--log-level', 'WARNING']
-    for k, v in (params or {}).items(): cmd += ['-p', k, str(v)]
+    if params: cmd += ['-y', json.dumps(params)]  # YAML (JSON is YAML): lists and numbers keep their types
     t0 = time.time(); status = 'ok'
     try:
         r = subprocess.run(cmd, cwd=root, timeout=timeout + 60)
