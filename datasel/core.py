@@ -120,6 +120,12 @@ def make_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 # %% ../nbs/00_core.ipynb #0000000f
+def _umask() -> int:
+    "The process umask (read by setting and restoring it)."
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, # destination
                  mode: str = 'w', # 'w' for text, 'wb' for bytes
@@ -137,6 +143,7 @@ def atomic_write(path: str | os.PathLike, # destination
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': encoding})) as f: yield f
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
