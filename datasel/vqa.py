@@ -19,7 +19,7 @@ from .embed import embed_images, token_states
 # %% auto #0
 __all__ = ['VQAFeatures', 'pad_token_states', 'record_question', 'record_answer', 'vqa_features', 'FusionVQA', 'cpu_threads',
            'VQAModel', 'train_vqa', 'vqa_predict', 'vqa_accuracy', 'vqa_losses', 'vqa_irs_losses', 'vqa_token_states',
-           'vqa_embeddings', 'VQAScorer']
+           'vqa_embeddings', 'rows_by_id', 'VQAScorer', 'VQAStates', 'vqa_states_fn']
 
 # %% ../nbs/22_vqa.ipynb #00000006
 @dataclass
@@ -182,6 +182,7 @@ def _batch(features: VQAFeatures, rows: np.ndarray, mean: np.ndarray, std: np.nd
 def train_vqa(features: VQAFeatures, # frozen inputs of the training records
               indices: Sequence[int] | np.ndarray | None = None, # the selection to train on (a Selection works too); None = all
               epochs: int = 15, # passes over the selection
+              steps: int | None = None, # optimisation steps instead of whole epochs (a fixed amount of training whatever the selection's size); None = `epochs` passes
               lr: float = 1e-3, # peak learning rate (AdamW, cosine decay)
               batch_size: int = 64, # records per step
               width: int = 128, # model width d
@@ -200,6 +201,10 @@ def train_vqa(features: VQAFeatures, # frozen inputs of the training records
     if (features.answers[rows] < 0).any(): raise InputError(f'indices: {int((features.answers[rows] < 0).sum())} selected records have no known answer class')
     if not 0 <= question_dropout < 1: raise InputError(f'question_dropout: expected a value in [0, 1), got {question_dropout!r}')
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1: raise InputError(f'epochs: expected a positive int, got {epochs!r}')
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1): raise InputError(f'steps: expected a positive int or None, got {steps!r}')
+    per_epoch = int(np.ceil(len(rows)/batch_size))
+    total_steps = epochs*per_epoch if steps is None else int(steps)
+    passes = epochs if steps is None else int(np.ceil(total_steps/per_epoch))
     dev = resolve_device(device)
     used = features.images[np.unique(features.image_index[rows])]
     mean, std = used.mean((0, 1)), used.std((0, 1)) + 1e-6
@@ -209,21 +214,22 @@ def train_vqa(features: VQAFeatures, # frozen inputs of the training records
         net = FusionVQA(features.images.shape[2], features.questions.shape[2], features.images.shape[1], len(features.answer_names),
                         width, layers, heads, dropout).to(dev)
         optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-        steps = epochs*int(np.ceil(len(rows)/batch_size))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5*(1 + np.cos(np.pi*s/steps)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5*(1 + np.cos(np.pi*s/total_steps)))
         net.train()
-        for epoch in tqdm(range(epochs), desc='train_vqa', unit='epoch', disable=not progress):
-            order, total = rows[rng.permutation(len(rows))], 0.0
+        done = 0
+        for epoch in tqdm(range(passes), desc='train_vqa', unit='epoch', disable=not progress):
+            order, total, seen = rows[rng.permutation(len(rows))], 0.0, 0
             for start in range(0, len(order), batch_size):
+                if done == total_steps: break
                 batch = order[start:start + batch_size]
                 img, q, qmask, y = _batch(features, batch, mean, std, dev)
                 drop = torch.as_tensor(rng.random(len(batch)) < question_dropout, device=dev)
                 loss = F.cross_entropy(net(img, q, qmask, drop)[0], y)
                 optimizer.zero_grad(set_to_none=True); loss.backward(); optimizer.step(); scheduler.step()
-                total += loss.item()*len(batch)
-            losses.append(total/len(rows))
+                total += loss.item()*len(batch); seen += len(batch); done += 1
+            losses.append(total/seen)
     net.eval()
-    params = dict(epochs=int(epochs), lr=lr, batch_size=batch_size, width=width, layers=layers, heads=heads, dropout=dropout,
+    params = dict(epochs=int(passes), steps=int(total_steps), lr=lr, batch_size=batch_size, width=width, layers=layers, heads=heads, dropout=dropout,
                   question_dropout=question_dropout, weight_decay=weight_decay, seed=seed, n_train=len(rows))
     return VQAModel(net, mean, std, params, {'loss': losses, 'train_s': time.perf_counter() - t0})
 
@@ -307,6 +313,17 @@ def vqa_embeddings(model: VQAModel, # a trained model
     return np.concatenate([states[:, 0].float().cpu().numpy() for _, _, states, _ in _forward_all(model, features, indices, True, batch_size)])
 
 # %% ../nbs/22_vqa.ipynb #00000017
+def rows_by_id(lookup: Mapping, # record id -> feature row
+               records: Sequence[Mapping], # records to find
+               what: str = 'scorer', # who asks (for the error message)
+              ) -> np.ndarray:
+    "Feature rows of records by their ids: int64 (n,); an unknown or missing id is an InputError naming it."
+    if isinstance(records, Mapping) or not len(records): raise InputError('records: expected a non-empty list of records')
+    ids = [r.get('id') if isinstance(r, Mapping) else None for r in records]
+    missing = [rid for rid in ids if rid not in lookup]
+    if missing: raise InputError(f'records: ids {missing[:3]} are not in the features the {what} was given')
+    return np.array([lookup[rid] for rid in ids], dtype=np.int64)
+
 class VQAScorer:
     "`scorer(records) -> losses` for PreSel: trains the reference model on the first records it sees, then scores by record id."
     def __init__(self, features: VQAFeatures, # frozen inputs of the whole pool (records found by id)
@@ -316,13 +333,8 @@ class VQAScorer:
         self.features, self.model, self.train_kwargs = features, model, train_kwargs
         self.rows = {rid: i for i, rid in enumerate(features.ids)}
 
-    def _rows(self, records: Sequence[Mapping]) -> np.ndarray:
-        missing = [r.get('id') for r in records if r.get('id') not in self.rows]
-        if missing: raise InputError(f'records: ids {missing[:3]} are not in the features the scorer was given')
-        return np.array([self.rows[r['id']] for r in records], dtype=np.int64)
-
     def __call__(self, records: Sequence[Mapping]) -> np.ndarray:
-        rows = self._rows(records)
+        rows = rows_by_id(self.rows, records, 'scorer')
         free = np.array([bool((r.get('meta') or {}).get('question_free')) for r in records])
         if self.model is None:
             if free.any(): raise InputError('records: the reference model must be trained on records with questions first')
@@ -331,3 +343,38 @@ class VQAScorer:
         for flag in (False, True):
             if (free == flag).any(): losses[free == flag] = vqa_losses(self.model, self.features, rows[free == flag], question=not flag)
         return losses
+
+# %% ../nbs/22_vqa.ipynb #0000001a
+class VQAStates:
+    "`states_fn(records) -> token states` for DataTailor: a fusion model's final states of each record, found by id."
+    def __init__(self, features: VQAFeatures, # frozen inputs of the whole pool (records found by id)
+                 model: VQAModel | None = None, # a trained model; None = train a reference model on `reference` first
+                 reference: Any = None, # rows of `features` the reference model is trained on (None = all); only when `model` is None
+                 batch_size: int = 512, # records per forward pass
+                 **train_kwargs, # passed on to `train_vqa`
+                ):
+        if model is not None and (reference is not None or train_kwargs):
+            raise InputError('reference, train_kwargs: only used to train a reference model (model=None)')
+        self.features, self.model, self.reference, self.batch_size, self.train_kwargs = features, model, reference, batch_size, train_kwargs
+        self.rows = {rid: i for i, rid in enumerate(features.ids)}
+
+    def reference_model(self) -> VQAModel:
+        "The model whose states are returned (trained on the reference rows on first use)."
+        if self.model is None: self.model = train_vqa(self.features, self.reference, **self.train_kwargs)
+        return self.model
+
+    def __call__(self, records: Sequence[Mapping]) -> list[np.ndarray]:
+        rows = rows_by_id(self.rows, records, 'states_fn')
+        return vqa_token_states(self.reference_model(), self.features, rows, self.batch_size)
+
+    def embeddings(self, records: Sequence[Mapping]) -> np.ndarray:
+        "Final `[ANS]` states of the records: float32 (n, width)."
+        rows = rows_by_id(self.rows, records, 'states_fn')
+        return vqa_embeddings(self.reference_model(), self.features, rows, self.batch_size)
+
+def vqa_states_fn(model: VQAModel, # a trained fusion model
+                  features: VQAFeatures, # frozen inputs of the pool (records found by id)
+                  batch_size: int = 512, # records per forward pass
+                 ) -> VQAStates:
+    "DataTailor's `states_fn` for a trained model: records -> their final token states."
+    return VQAStates(features, model, batch_size=batch_size)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from datasel.core import InputError, Selection
-from datasel.vqa import (FusionVQA, VQAFeatures, VQAScorer, train_vqa, vqa_accuracy, vqa_embeddings, vqa_irs_losses,
-                         vqa_losses, vqa_predict, vqa_token_states)
+from datasel.vqa import (FusionVQA, VQAFeatures, VQAScorer, VQAStates, train_vqa, vqa_accuracy, vqa_embeddings, vqa_irs_losses,
+                         vqa_losses, vqa_predict, vqa_states_fn, vqa_token_states)
 
 SHAPES, COLOURS = [0, 7, 9], [1, 2, 3, 5, 6, 8, 10, 11]
 
@@ -85,6 +85,15 @@ def test_training_is_deterministic_and_takes_selections(data, trained):
         train_vqa(data, epochs=0)
 
 
+def test_fixed_steps_whatever_the_selection_size(data):
+    small = train_vqa(data, np.arange(50), steps=7, batch_size=16, width=16)   # 4 batches a pass: 2 passes
+    large = train_vqa(data, np.arange(500), steps=7, batch_size=16, width=16)  # 32 batches a pass: part of one
+    assert (small.params['steps'], small.params['epochs'], len(small.history['loss'])) == (7, 2, 2)
+    assert (large.params['steps'], large.params['epochs']) == (7, 1)
+    with pytest.raises(InputError, match='steps'):
+        train_vqa(data, steps=0)
+
+
 def test_token_states_feed_datatailor(data, trained):
     from datasel.datatailor import informativeness
     rows = np.arange(20)
@@ -109,6 +118,54 @@ def test_scorer_trains_on_the_reference_records_then_scores_both_ways(data):
     np.testing.assert_allclose(without_q, vqa_losses(scorer.model, data, np.arange(100, 400), question=False), atol=1e-6)
     with pytest.raises(InputError, match='not in the features'):
         scorer([{'id': 'missing', 'messages': []}])
+
+
+def _records(data):
+    kinds = data.kinds
+    return [{'id': rid, 'image': 'img.png', 'meta': {'question_kind': str(kinds[i])},
+             'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}]} for i, rid in enumerate(data.ids)]
+
+
+def test_states_fn_gives_each_record_its_token_states(data, trained):
+    records = _records(data)
+    picked = [records[i] for i in (7, 3, 500)]
+    states = vqa_states_fn(trained, data)(picked)
+    lengths = data.question_lengths[data.question_index[[7, 3, 500]]]
+    assert [s.shape for s in states] == [(16 + L, 64) for L in lengths]
+    for got, want in zip(states, vqa_token_states(trained, data, [7, 3, 500])):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(VQAStates(data, trained).embeddings(picked), vqa_embeddings(trained, data, [7, 3, 500]), atol=1e-6)
+    with pytest.raises(InputError, match=r"ids \['ghost'\] are not in the features"):
+        vqa_states_fn(trained, data)([records[3], {'id': 'ghost'}])
+    with pytest.raises(InputError, match=r"ids \[None\]"):
+        vqa_states_fn(trained, data)([{'messages': []}])
+    with pytest.raises(InputError, match='only used to train a reference model'):
+        VQAStates(data, trained, reference=[0, 1])
+
+
+def test_states_fn_trains_its_reference_model_once(data):
+    fn = VQAStates(data, reference=np.arange(200), steps=5, width=16)
+    first = fn(_records(data)[:4])
+    model = fn.model
+    assert model.params['n_train'] == 200 and model.params['steps'] == 5
+    assert [s.shape[1] for s in first] == [16] * 4
+    fn(_records(data)[4:6])
+    assert fn.model is model
+
+
+def test_datatailor_on_real_easy_vqa_records():
+    from datasel.assets import load_easy_vqa
+    from datasel.datatailor import datatailor_from_records
+    from datasel.vqa import vqa_features
+    records = load_easy_vqa('train', max_records=1500)[::5]   # 300 questions about 150 pictures
+    features = vqa_features(records, progress=False)
+    model = train_vqa(features, steps=30, width=32, batch_size=64, seed=0)
+    sel = datatailor_from_records(records, tasks='question_kind', budget=0.1, states_fn=vqa_states_fn(model, features))
+    assert len(sel) == 30 and len(set(sel.indices.tolist())) == 30
+    kinds = {r['meta']['question_kind'] for r in records}
+    assert set(sel.info['task_names']) == kinds == {'shape', 'color', 'yes_no'}
+    assert {records[i]['meta']['question_kind'] for i in sel.indices} == kinds
+    assert (sel.info['task_budgets'] > 0).all() and np.isfinite(sel.info['informativeness']).all()
 
 
 @pytest.mark.slow
