@@ -57,8 +57,10 @@ def set_threads(n: int | None = None, # thread count; None: $DATASEL_NUM_THREADS
     return n
 
 def _ensure_threads(torch_too: bool = False):
-    "Apply `set_threads()` once per process (again when torch is first used)."
-    if 'n' not in _threads or (torch_too and not _threads.get('torch')): set_threads(_threads.get('n'))
+    "Apply $DATASEL_NUM_THREADS / $OMP_NUM_THREADS once per process when set, and an earlier `set_threads(n)` to torch when it is first used; otherwise leave faiss and torch as they are."
+    if 'n' not in _threads:
+        if os.environ.get('DATASEL_NUM_THREADS') or os.environ.get('OMP_NUM_THREADS'): set_threads()
+    elif torch_too and not _threads.get('torch'): set_threads(_threads['n'])
 
 def torch_device(device: str = 'auto', # 'auto' (GPU when torch sees one), 'cpu', 'cuda', 'cuda:1', 'mps' or a torch.device
                 ):

@@ -267,6 +267,26 @@ def test_l2_normalize_and_threads(monkeypatch):
     set_threads(before)
 
 
+def test_a_search_keeps_the_callers_torch_threads(monkeypatch):
+    import torch
+    import datasel.neighbors as nb
+    monkeypatch.setattr(nb, '_threads', {})  # as in a fresh process
+    monkeypatch.delenv('DATASEL_NUM_THREADS', raising=False)
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        X = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+        knn(X, 3, backend='torch'); kmeans(X, 4, seed=0)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(nb, '_threads', {})
+        monkeypatch.setenv('DATASEL_NUM_THREADS', '2')  # the environment variable is applied by the first search
+        knn(X, 3, backend='torch')
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_without_faiss_auto_falls_back(monkeypatch):
     from datasel.core import MissingDependencyError
     X = np.random.default_rng(7).normal(size=(150, 10)).astype(np.float32)
