@@ -77,7 +77,7 @@ def results_table(res: dict, run: dict | None) -> str:
     if run: meta.append(f"wall time {run.get('wall_time_s', '?')} s ({run.get('status', '?')})")
     lines += ['; '.join(meta), '', '| claim | paper | ours | reproduced | note |', '|---|---|---|---|---|']
     for c in res.get('claims', []):
-        rep = {True: 'yes', False: '**not reproduced**', None: 'n/a'}.get(c.get('reproduced'), str(c.get('reproduced')))
+        rep = {True: 'yes', False: '**not reproduced**', None: 'n/a', 'inconclusive': 'inconclusive (within the seed spread)'}.get(c.get('reproduced'), str(c.get('reproduced')))
         lines.append(f"| {c.get('claim', '')} | {_fmt(c.get('paper'))} | {_fmt(c.get('ours'))} | {rep} | {c.get('note', '')} |")
     figs = res.get('figures', [])
     if figs: lines += [''] + [f"![{Path(f).stem}]({res.get('paper', '')}/{f})" for f in figs]
@@ -113,11 +113,18 @@ def experiment_dir(out_dir: str | os.PathLike | None, # folder given by papermil
     p.mkdir(parents=True, exist_ok=True)
     return p
 
-def claim(text: str, paper, ours, reproduced: bool | None, note: str = '') -> dict:
+def claim(text: str, # what the paper claims
+          paper, # the paper's number (or words)
+          ours, # our number
+          reproduced: bool | str | None, # True, False, 'inconclusive' (our difference is within the run-to-run spread) or None (a reference row)
+          note: str = '', # how ours was measured
+         ) -> dict:
     "One row of the report: the paper's number beside ours."
     as_py = lambda v: v.item() if hasattr(v, 'item') else v
-    return {'claim': text, 'paper': as_py(paper), 'ours': as_py(ours),
-            'reproduced': None if reproduced is None else bool(reproduced), 'note': note}
+    if isinstance(reproduced, str) and reproduced != 'inconclusive':
+        raise InputError(f"reproduced: expected True, False, 'inconclusive' or None, got {reproduced!r}")
+    verdict = reproduced if reproduced is None or isinstance(reproduced, str) else bool(reproduced)
+    return {'claim': text, 'paper': as_py(paper), 'ours': as_py(ours), 'reproduced': verdict, 'note': note}
 
 def save_results(out_dir: Path, # the experiment's folder
                  paper: str, # short name
