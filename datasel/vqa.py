@@ -278,10 +278,10 @@ def vqa_losses(model: VQAModel, # a trained model
                question: bool = True, # False: the loss without the question (null question token)
                batch_size: int = 512, # records per forward pass
               ) -> np.ndarray:
-    "Cross-entropy of each record's gold answer, with or without its question: float64 (n,)."
+    "Cross-entropy of each record's gold answer, with or without its question: float64 (n,), computed in float64 so that a confident answer keeps a loss above 0."
     rows = _selection(features, indices)
     if (features.answers[rows] < 0).any(): raise InputError('features: some scored records have no known answer class')
-    out = [F.cross_entropy(logits.float(), torch.as_tensor(features.answers[batch], device=logits.device), reduction='none').cpu().numpy()
+    out = [F.cross_entropy(logits.double(), torch.as_tensor(features.answers[batch], device=logits.device), reduction='none').cpu().numpy()
            for batch, logits, _, _ in _forward_all(model, features, rows, question, batch_size)]
     return np.concatenate(out).astype(np.float64)
 

@@ -64,6 +64,7 @@ def test_training_beats_chance_and_the_question_matters(data, trained):
     assert set(result['per_kind']) == {'shape', 'color', 'yes_no'}
     with_q, without_q = vqa_irs_losses(trained, data, test_rows)
     assert with_q.mean() < 0.5 * without_q.mean()
+    assert with_q.dtype == np.float64 and (with_q > 0).all() and (without_q > 0).all()  # PreSel's IRS divides by these
     # yes/no answers cannot be read off the image alone: the question matters least... for the image-only loss it is the hardest
     yes_no = data.kinds[test_rows] == 'yes_no'
     assert without_q[yes_no].mean() > 0.5
