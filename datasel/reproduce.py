@@ -90,11 +90,12 @@ def write_report(root: Path | None = None) -> Path:
              'Written by `make reproduce` from the `results.json` files of the runs; each section gives the paper\'s '
              'claim beside our number at the scale the run used. Scaled-down runs use small offline models and '
              'data (see the main README), so they test the direction of each claim, not its exact size.', '']
-    found = 0
-    for rj in sorted(fig.glob('*/results.json')):
-        res = json.loads(rj.read_text())
+    found = []
+    for rj in fig.glob('*/results.json'):
         run = json.loads((rj.parent/'run.json').read_text()) if (rj.parent/'run.json').exists() else None
-        parts.append(results_table(res, run)); found += 1
+        found.append((Path(run['notebook']).name if run and run.get('notebook') else rj.parent.name, rj, run))
+    for _, rj, run in sorted(found, key=lambda t: t[0]):  # in the order of the experiment notebooks
+        parts.append(results_table(json.loads(rj.read_text()), run))
     if not found: parts.append('No results yet: run `make reproduce`.')
     fig.mkdir(exist_ok=True)
     with atomic_write(fig/'README.md') as f: f.write('\n'.join(parts))
