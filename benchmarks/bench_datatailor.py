@@ -31,6 +31,7 @@ Run: .venv/bin/python benchmarks/bench_datatailor.py [--quick]
 import argparse, json, os, platform, resource, subprocess, sys, time, tracemalloc
 from pathlib import Path
 import numpy as np
+from _common import timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'datatailor.json'
 THREADS = '1'   # the 2 cores are shared: multi-threaded BLAS on small matrices was 20-50x slower under load
@@ -44,13 +45,6 @@ def rss_mib() -> float:
 def peak_mib() -> float:
     "Peak resident memory of this process so far (MiB)."
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn, *args, **kwargs):
-    "(result, wall seconds, CPU seconds of this process) of fn(*args, **kwargs)."
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def mixture_features(n: int, d: int, components: int, seed: int, scale: float = 4.0) -> np.ndarray:

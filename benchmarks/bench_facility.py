@@ -21,17 +21,11 @@ import numpy as np
 from datasel.core import atomic_write
 from datasel.baselines import facility_location, qdit, facility_location_value, knn_similarities
 from datasel.neighbors import l2_normalize
+from _common import even_mixture as mixture
 
 OUT = Path(__file__).resolve().parent / 'results' / 'facility.json'
 SUBMODLIB_SPARSE_MAX_N = 20000   # submodlib's sparse mode took 555 s for N = 20,000, k = 1,000 here
 warnings.filterwarnings('ignore')
-
-
-def mixture(n: int, d: int, seed: int = 0) -> np.ndarray:
-    "Gaussian mixture with 50 components, float32."
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(50, d))
-    return (centers[rng.integers(50, size=n)] + 1.5 * rng.normal(size=(n, d))).astype(np.float32)
 
 
 def version(pkg: str) -> str | None:

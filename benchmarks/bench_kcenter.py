@@ -13,15 +13,9 @@ import numpy as np
 from datasel.core import atomic_write
 from datasel.baselines import kcenter_greedy
 from datasel.neighbors import l2_normalize
+from _common import even_mixture as mixture
 
 OUT = Path(__file__).resolve().parent / 'results' / 'kcenter.json'
-
-
-def mixture(n: int, d: int, seed: int = 0) -> np.ndarray:
-    "Gaussian mixture with 50 components, float32."
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(50, d))
-    return (centers[rng.integers(50, size=n)] + 1.5 * rng.normal(size=(n, d))).astype(np.float32)
 
 
 def kcenter_full_matrix(X: np.ndarray, budget: int, first: int) -> np.ndarray:

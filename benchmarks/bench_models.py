@@ -20,7 +20,7 @@ import torch
 from datasel.assets import load_causal_lm, load_easy_vqa, load_sharegpt, ImagePreprocess
 from datasel.embed import embed_images
 from datasel.score import encode_record, generate, response_loss
-from datasel.train import answer_scores, evaluate_loss, finetune_lora, prefix_states
+from datasel.train import evaluate_loss, finetune_lora, prefix_states
 from datasel.vqa import train_vqa, vqa_accuracy, vqa_features, vqa_irs_losses, vqa_token_states
 
 OUT = Path(__file__).resolve().parent / 'results' / 'models.json'

@@ -28,7 +28,7 @@ if __name__ == '__main__':
     _threads = sys.argv[sys.argv.index('--threads') + 1] if '--threads' in sys.argv else '1'
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'): os.environ[var] = _threads
 
-import json, platform, time
+import json, platform
 from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
@@ -36,25 +36,9 @@ from scipy.optimize import nnls
 from datasel.core import atomic_write
 from datasel.neighbors import knn_density
 from datasel.novelselect import novelselect
+from _common import golden_mixture as mixture, timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect.json'
-
-
-def mixture(n: int, d: int, seed: int = 0, components: int = 100) -> np.ndarray:
-    "The golden pool's Gaussian-mixture recipe at another size."
-    rng = np.random.default_rng(seed)
-    mu = rng.normal(0, 1, d)
-    centers = mu + 2.5 * rng.normal(0, 1, (components, d))
-    spreads = rng.uniform(0.25, 1.75, components)
-    comp = rng.integers(0, components, n)
-    return (centers[comp] + spreads[comp, None] * rng.standard_normal((n, d))).astype(np.float32)
-
-
-def timed(fn, *args, **kwargs):
-    "(result, wall s, CPU s)."
-    w, c = time.perf_counter(), time.process_time()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - w, time.process_time() - c
 
 
 def step_model(t: np.ndarray, seconds: np.ndarray) -> np.ndarray:

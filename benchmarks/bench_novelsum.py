@@ -31,26 +31,10 @@ import numpy as np
 from datasel.core import atomic_write
 from datasel.metrics import density_from_sqdist, mean_sqdist_per_k, novelsum_grid, proximity_weights
 from datasel.neighbors import mean_knn_sqdist, pairwise
+from _common import golden_mixture as mixture, timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelsum.json'
 NEIGHBORS, DENSITY_POWERS, DISTANCE_POWERS = (5, 10), (0, 0.25, 0.5), (0, 1, 2)
-
-
-def mixture(n: int, d: int, seed: int = 0, components: int = 100) -> np.ndarray:
-    "The golden pool's Gaussian-mixture recipe at another size."
-    rng = np.random.default_rng(seed)
-    mu = rng.normal(0, 1, d)
-    centers = mu + 2.5 * rng.normal(0, 1, (components, d))
-    spreads = rng.uniform(0.25, 1.75, components)
-    comp = rng.integers(0, components, n)
-    return (centers[comp] + spreads[comp, None] * rng.standard_normal((n, d))).astype(np.float32)
-
-
-def timed(fn, *args, **kwargs):
-    "(result, wall s, CPU s)."
-    w, c = time.perf_counter(), time.process_time()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - w, time.process_time() - c
 
 
 def per_setting_grid(X: np.ndarray, reference) -> tuple[dict, float]:
