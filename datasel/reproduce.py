@@ -7,11 +7,12 @@ files the runs wrote."""
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, time
 from pathlib import Path
+import numpy as np
 from .core import DataselError, InputError, atomic_write
 
 # %% auto #0
 __all__ = ['SCALES', 'project_root', 'find_experiments', 'paper_name', 'run_experiment', 'results_table', 'write_report',
-           'experiment_dir', 'claim', 'save_results', 'main']
+           'experiment_dir', 'claim', 'save_results', 'sharegpt_split', 'main']
 
 # %% ../nbs/31_reproduce.ipynb #00000004
 SCALES = ('ci', 'cpu', 'gpu')
@@ -136,7 +137,6 @@ def save_results(out_dir: Path, # the experiment's folder
                  tables: dict | None = None, # any further numbers (JSON-serialisable)
                 ) -> Path:
     "Write `results.json` for the report."
-    import numpy as np
     def default(o):
         if isinstance(o, np.generic): return o.item()
         if isinstance(o, np.ndarray): return o.tolist()
@@ -146,7 +146,22 @@ def save_results(out_dir: Path, # the experiment's folder
     with atomic_write(Path(out_dir)/'results.json') as f: json.dump(res, f, indent=1, default=default)
     return Path(out_dir)/'results.json'
 
-# %% ../nbs/31_reproduce.ipynb #0000000c
+# %% ../nbs/31_reproduce.ipynb #0000000d
+def sharegpt_split(pool_size: int, # exchanges in the selection pool
+                   heldout_size: int, # exchanges held out for evaluation (at most `reserve`)
+                   seed: int = 0, # seed of the permutation (fixed across experiments)
+                   reserve: int = 1000, # positions of the permutation kept for held-out sets
+                  ) -> tuple[list, list]:
+    "`(pool, heldout)`: first exchanges of the packaged ShareGPT conversations, split the same way in every experiment."
+    from datasel.assets import load_sharegpt
+    conversations = load_sharegpt()
+    if not 0 <= heldout_size <= reserve or not 0 < pool_size <= len(conversations) - reserve:
+        raise InputError(f'sharegpt_split: heldout_size must be in 0..{reserve} and pool_size in 1..{len(conversations) - reserve}, '
+                         f'got {heldout_size} and {pool_size}')
+    order = np.random.default_rng(seed).permutation(len(conversations))
+    return [conversations[i] for i in order[reserve:reserve + pool_size]], [conversations[i] for i in order[:heldout_size]]
+
+# %% ../nbs/31_reproduce.ipynb #0000000f
 def main(argv: list[str] | None = None) -> int:
     "Command line: run the experiment notebooks at a scale, then write the report."
     ap = argparse.ArgumentParser(prog='python -m datasel.reproduce', description=main.__doc__)
@@ -172,5 +187,5 @@ def main(argv: list[str] | None = None) -> int:
         print('failed: ' + ', '.join(failed), file=sys.stderr); return 1
     return 0
 
-# %% ../nbs/31_reproduce.ipynb #0000000d
+# %% ../nbs/31_reproduce.ipynb #00000010
 if __name__ == '__main__': sys.exit(main())
