@@ -3,7 +3,7 @@
 All runs use all-MiniLM-L6-v2 (the default), mean pooling, unit-length rows, 256 tokens, the same batch size:
   bare_loop         tokenizer(padding=True) + model(**batch) + mean pooling, texts in input order
   bare_loop_sorted  the same, texts sorted by length first (what embed_texts does inside)
-  embed_texts       datasel.embed.embed_texts, no cache
+  embed_texts       datasel.models.embed.embed_texts, no cache
   embed_texts_cold  with an empty on-disk cache (computes and writes shards)
   embed_texts_warm  the same call again (reads the cache only)
 Each is timed `--repeats` times (bare_loop_sorted and embed_texts alternate) and the best time is kept.
@@ -24,8 +24,8 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 import numpy as np
 import torch
 
-from datasel.assets import load_sharegpt, load_text_encoder
-from datasel.embed import embed_texts
+from datasel.models.assets import load_sharegpt, load_text_encoder
+from datasel.models.embed import embed_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import argparse, json, platform, time, tracemalloc
 from pathlib import Path
 import numpy as np
 from datasel.core import atomic_write
-from datasel.baselines import kcenter_greedy
-from datasel.neighbors import l2_normalize
+from datasel.methods.baselines import kcenter_greedy
+from datasel.geometry.neighbors import l2_normalize
 from _common import even_mixture as mixture
 
 OUT = Path(__file__).resolve().parent / 'results' / 'kcenter.json'

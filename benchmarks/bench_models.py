@@ -1,5 +1,5 @@
-"""Cost of the models in the loop on this machine: scoring (datasel.score), LoRA fine-tuning from cached bottom states
-(datasel.train) and the easy-vqa model (datasel.vqa). One run, same inputs; writes benchmarks/results/models.json.
+"""Cost of the models in the loop on this machine: scoring (datasel.models.score), LoRA fine-tuning from cached bottom states
+(datasel.models.train) and the easy-vqa model (datasel.models.vqa). One run, same inputs; writes benchmarks/results/models.json.
 
     python benchmarks/bench_models.py            # the sizes reported in benchmarks/README.md
     python benchmarks/bench_models.py --quick    # a smoke run (minutes less)
@@ -17,11 +17,11 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 import numpy as np
 import torch
 
-from datasel.assets import load_causal_lm, load_easy_vqa, load_sharegpt, ImagePreprocess
-from datasel.embed import embed_images
-from datasel.score import encode_record, generate, response_loss
-from datasel.train import evaluate_loss, finetune_lora, prefix_states
-from datasel.vqa import train_vqa, vqa_accuracy, vqa_features, vqa_irs_losses, vqa_token_states
+from datasel.models.assets import load_causal_lm, load_easy_vqa, load_sharegpt, ImagePreprocess
+from datasel.models.embed import embed_images
+from datasel.models.score import encode_record, generate, response_loss
+from datasel.models.train import evaluate_loss, finetune_lora, prefix_states
+from datasel.models.vqa import train_vqa, vqa_accuracy, vqa_features, vqa_irs_losses, vqa_token_states
 
 OUT = Path(__file__).resolve().parent / 'results' / 'models.json'
 

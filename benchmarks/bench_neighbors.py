@@ -1,4 +1,4 @@
-"""kNN and k-means through datasel.neighbors against direct faiss calls (the wrapper's overhead) and scikit-learn
+"""kNN and k-means through datasel.geometry.neighbors against direct faiss calls (the wrapper's overhead) and scikit-learn
 (NearestNeighbors brute force, KMeans), plus PreSel's per-task k-means (C = |T|/100 clusters) against the official
 code's sklearn KMeans. All implementations run in one process on the same synthetic input.
 
@@ -10,7 +10,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from datasel import neighbors                       # noqa: E402
+from datasel.geometry import neighbors                       # noqa: E402
 from datasel.core import atomic_write               # noqa: E402
 
 

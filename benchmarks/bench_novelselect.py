@@ -34,8 +34,8 @@ import numpy as np
 from scipy.optimize import nnls
 
 from datasel.core import atomic_write
-from datasel.neighbors import knn_density
-from datasel.novelselect import novelselect
+from datasel.geometry.neighbors import knn_density
+from datasel.methods.novelselect import novelselect
 from _common import golden_mixture as mixture, timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect.json'

@@ -30,7 +30,7 @@ import numpy as np
 
 from datasel.core import atomic_write
 from datasel.metrics import density_from_sqdist, mean_sqdist_per_k, novelsum_grid, proximity_weights
-from datasel.neighbors import mean_knn_sqdist, pairwise
+from datasel.geometry.neighbors import mean_knn_sqdist, pairwise
 from _common import golden_mixture as mixture, timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelsum.json'

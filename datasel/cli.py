@@ -124,7 +124,7 @@ def presel_weights(irs: Any, # per-task means (list in sorted task order, dict t
                    tau: float | None = None, # softmax temperature; None = the file's `tau`, else 1/sqrt(M)
                   ) -> np.ndarray:
     "PreSel task weights softmax(-s/tau) from the IRS given on the command line, in sorted task order."
-    presel_module = _module('datasel.presel', 'method presel')
+    presel_module = _module('datasel.methods.presel', 'method presel')
     codes, names = as_labels(tasks, len(tasks), '--tasks')
     if isinstance(irs, dict) and 'task_mean_irs' in irs:
         tau = irs.get('tau') if tau is None else tau
@@ -160,19 +160,19 @@ def _datatailor_arguments(a: SelectInputs) -> tuple[tuple, dict]:
     return (a.embeddings, a.tasks, a.informativeness, a.tau), {'budget': a.budget, **_given(a, 'rounds')}
 
 METHODS: dict[str, MethodSpec] = {
-    'novelselect': MethodSpec('datasel.novelselect', 'novelselect', ('embeddings',),
+    'novelselect': MethodSpec('datasel.methods.novelselect', 'novelselect', ('embeddings',),
                               lambda a: ((a.embeddings, a.budget), _given(a, 'quality')), optional=('quality',)),
-    'random': MethodSpec('datasel.baselines', 'random_select', (), lambda a: ((a.n, a.budget), {})),
-    'kcenter': MethodSpec('datasel.baselines', 'kcenter_greedy', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
-    'kmeans-closest': MethodSpec('datasel.baselines', 'kmeans_closest', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
-    'kmeans-random': MethodSpec('datasel.baselines', 'kmeans_random', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
-    'deita': MethodSpec('datasel.baselines', 'deita_filter', ('embeddings', 'quality'),
+    'random': MethodSpec('datasel.methods.baselines', 'random_select', (), lambda a: ((a.n, a.budget), {})),
+    'kcenter': MethodSpec('datasel.methods.baselines', 'kcenter_greedy', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
+    'kmeans-closest': MethodSpec('datasel.methods.baselines', 'kmeans_closest', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
+    'kmeans-random': MethodSpec('datasel.methods.baselines', 'kmeans_random', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
+    'deita': MethodSpec('datasel.methods.baselines', 'deita_filter', ('embeddings', 'quality'),
                         lambda a: ((a.embeddings, a.quality, a.budget), {})),
-    'qdit': MethodSpec('datasel.baselines', 'qdit', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
-    'kmq': MethodSpec('datasel.kmq', 'kmq', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
-    'presel': MethodSpec('datasel.presel', 'presel', ('embeddings', 'tasks', 'irs'),
+    'qdit': MethodSpec('datasel.methods.baselines', 'qdit', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
+    'kmq': MethodSpec('datasel.methods.kmq', 'kmq', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
+    'presel': MethodSpec('datasel.methods.presel', 'presel', ('embeddings', 'tasks', 'irs'),
                          lambda a: ((a.embeddings, a.tasks, a.budget, presel_weights(a.irs, a.tasks, a.tau)), {}), optional=('tau',)),
-    'datatailor': MethodSpec('datasel.datatailor', 'datatailor', ('embeddings', 'tasks', 'informativeness', 'tau'),
+    'datatailor': MethodSpec('datasel.methods.datatailor', 'datatailor', ('embeddings', 'tasks', 'informativeness', 'tau'),
                              _datatailor_arguments, optional=('rounds',)),
 }
 
@@ -289,7 +289,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     "datasel embed: embed the records' texts (or images) into an (n, d) .npy array."
     _check_outputs([Path(args.out)], [args.input], args.force)
     records = read_records(args.input, format=args.format)
-    embed = _module('datasel.embed', 'datasel embed')
+    embed = _module('datasel.models.embed', 'datasel embed')
     common = dict(model=args.model, batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir, progress=not args.quiet)
     if args.images:
         root = Path(args.image_root) if args.image_root else Path(args.input).resolve().parent
@@ -306,7 +306,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     "datasel score: one score per record (loss, ppl, ifd or irs) into a .npy array."
     _check_outputs([Path(args.out)], [args.input], args.force)
     records = read_records(args.input, format=args.format)
-    score = _module('datasel.score', 'datasel score')
+    score = _module('datasel.models.score', 'datasel score')
     options = {'batch_size': args.batch_size, 'max_tokens': args.max_tokens, 'cache_dir': args.cache_dir, 'device': args.device}
     values = score.score_records(records, kind=args.kind, model=args.model, progress=not args.quiet,
                                  **{k: v for k, v in options.items() if v is not None})

@@ -10,7 +10,7 @@ import inspect, math, numbers, re
 from typing import Any, Callable, Sequence
 import numpy as np
 from .core import InputError, as_embeddings, make_rng
-from .neighbors import assign, kmeans, knn, knn_density, l2_normalize, pairwise_blocks
+from .geometry.neighbors import assign, kmeans, knn, knn_density, l2_normalize, pairwise_blocks
 
 # %% auto #0
 __all__ = ['NOVELSUM_VARIANTS', 'WORD_PATTERN', 'METRICS', 'TEXT_METRICS', 'proximity_weights', 'density_from_sqdist',
@@ -388,7 +388,7 @@ def diversity(X_or_texts, # embeddings (n, d), or a list of strings for 'ttr' / 
     if metric in TEXT_METRICS and not _is_texts(X_or_texts):
         raise InputError(f'X_or_texts: {metric!r} is a lexical metric and expects a list of strings')
     if metric not in TEXT_METRICS and _is_texts(X_or_texts):
-        raise InputError(f'X_or_texts: {metric!r} expects embeddings (n, d); embed the texts first (datasel.embed.embed_texts)')
+        raise InputError(f'X_or_texts: {metric!r} expects embeddings (n, d); embed the texts first (datasel.models.embed.embed_texts)')
     try: inspect.signature(METRICS[metric]).bind(X_or_texts, **params)
     except TypeError as e: raise InputError(f'{metric}: {e}') from None
     return METRICS[metric](X_or_texts, **params)

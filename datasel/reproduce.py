@@ -153,7 +153,7 @@ def sharegpt_split(pool_size: int, # exchanges in the selection pool
                    reserve: int = 1000, # positions of the permutation kept for held-out sets
                   ) -> tuple[list, list]:
     "`(pool, heldout)`: first exchanges of the packaged ShareGPT conversations, split the same way in every experiment."
-    from datasel.assets import load_sharegpt
+    from datasel.models.assets import load_sharegpt
     conversations = load_sharegpt()
     if not 0 <= heldout_size <= reserve or not 0 < pool_size <= len(conversations) - reserve:
         raise InputError(f'sharegpt_split: heldout_size must be in 0..{reserve} and pool_size in 1..{len(conversations) - reserve}, '

@@ -1,12 +1,12 @@
-"""datasel.assets: offline defaults, local-only loading, clear errors, the tolerant ShareGPT reader, easy-vqa records."""
+"""datasel.models.assets: offline defaults, local-only loading, clear errors, the tolerant ShareGPT reader, easy-vqa records."""
 import importlib.util, json, os, sys
 from pathlib import Path
 import numpy as np
 import pytest
 
 from datasel.core import AssetError, InputError, MissingDependencyError
-from datasel import assets
-from datasel.assets import (read_json_array, load_sharegpt, load_easy_vqa, load_digits_images, EASY_VQA_ANSWERS,
+from datasel.models import assets
+from datasel.models.assets import (read_json_array, load_sharegpt, load_easy_vqa, load_digits_images, EASY_VQA_ANSWERS,
                             easy_vqa_question_kind, load_text_encoder, load_causal_lm, load_image_encoder,
                             save_model_folder, prepare_tokenizer, smollm2_gguf_path, package_folder, ImagePreprocess)
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from datasel.core import InputError
-from datasel.baselines import (random_select, kcenter_greedy, kmeans_closest, kmeans_random, deita_filter, facility_location,
+from datasel.methods.baselines import (random_select, kcenter_greedy, kmeans_closest, kmeans_random, deita_filter, facility_location,
                                qdit, facility_location_value, knn_similarities, lazy_greedy, stochastic_greedy,
                                DenseCoverage, SparseCoverage)
-from datasel.neighbors import l2_normalize
+from datasel.geometry.neighbors import l2_normalize
 
 
 def mixture(n=240, d=12, k=6, seed=0):

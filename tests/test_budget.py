@@ -1,4 +1,4 @@
-"""datasel.budget: exact sums, caps, largest-remainder rounding against an independent exact reference, and the
+"""datasel.geometry.budget: exact sums, caps, largest-remainder rounding against an independent exact reference, and the
 official PreSel / kMQ / DataTailor roundings on the golden cases."""
 import json
 from fractions import Fraction
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datasel.core import InputError
-from datasel.budget import (split_budget, softmax, presel_task_budgets, presel_cluster_budgets, equal_budgets,
+from datasel.geometry.budget import (split_budget, softmax, presel_task_budgets, presel_cluster_budgets, equal_budgets,
                             truncated_budgets)
 
 

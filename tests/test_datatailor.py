@@ -7,7 +7,7 @@ from scipy.cluster.hierarchy import linkage
 from sklearn.metrics import adjusted_rand_score
 
 from datasel.core import InputError
-from datasel.datatailor import (cluster_representativeness, cluster_within_tasks, cut_ward, datatailor,
+from datasel.methods.datatailor import (cluster_representativeness, cluster_within_tasks, cut_ward, datatailor,
                                 datatailor_from_records, exact_ward, fuse_scores, informativeness, qa_rounds,
                                 rank_percentiles, representativeness, singular_value_entropy, task_codes,
                                 two_level_ward, uniqueness, weighted_ward)
@@ -323,7 +323,7 @@ def test_from_records_matches_arrays():
 
 @pytest.mark.slow
 def test_from_records_with_a_causal_lm():
-    from datasel.assets import load_causal_lm
+    from datasel.models.assets import load_causal_lm
     model, tokenizer = load_causal_lm()
     recs = _records(12)
     sel = datatailor_from_records(recs, model, tokenizer, tasks='question_kind', budget=0.25, progress=False)

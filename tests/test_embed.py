@@ -1,14 +1,14 @@
-"""datasel.embed: pooling with masks, length-sorted batching in input order, the on-disk cache (reuse, resume),
+"""datasel.models.embed: pooling with masks, length-sorted batching in input order, the on-disk cache (reuse, resume),
 images pooled and spatial, per-token states of a causal LM, and clear errors."""
 import numpy as np
 import pytest
 import torch
 
 from datasel.core import DataselError, InputError, AssetError
-from datasel import embed
-from datasel.embed import (embed_texts, embed_images, token_states, pool_hidden, length_sorted_batches, ShardCache,
+from datasel.models import embed
+from datasel.models.embed import (embed_texts, embed_images, token_states, pool_hidden, length_sorted_batches, ShardCache,
                            model_fingerprint, content_key)
-from datasel.assets import load_text_encoder, load_digits_images, load_easy_vqa
+from datasel.models.assets import load_text_encoder, load_digits_images, load_easy_vqa
 
 
 @pytest.fixture(scope='module')
@@ -24,7 +24,7 @@ def tiny_lm(minilm):
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(minilm[1]), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2)).eval()
     from transformers import AutoTokenizer
-    from datasel.assets import text_encoder_path
+    from datasel.models.assets import text_encoder_path
     tokenizer = AutoTokenizer.from_pretrained(text_encoder_path())
     tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     return model, tokenizer
@@ -106,7 +106,7 @@ def test_max_tokens_truncates(minilm):
 
 
 def test_model_name_strings_load_offline_models(minilm):
-    from datasel.assets import text_encoder_path
+    from datasel.models.assets import text_encoder_path
     by_path = embed_texts(TEXTS[:2], model=str(text_encoder_path()), progress=False)
     assert np.allclose(by_path, embed_texts(TEXTS[:2], *minilm, progress=False), atol=1e-6)
 
@@ -234,7 +234,7 @@ def test_token_states_bad_inputs(tiny_lm):
 
 @pytest.mark.slow
 def test_smollm2_token_states_of_a_record():
-    from datasel.assets import load_sharegpt
+    from datasel.models.assets import load_sharegpt
     records = load_sharegpt(max_records=2)
     states = token_states(records, max_tokens=48, device='cpu', progress=False)
     assert [s.shape for s in states] == [(48, 576), (48, 576)] and all(np.isfinite(s).all() for s in states)
@@ -258,7 +258,7 @@ def test_image_features_pooled_and_spatial(digits):
 
 @pytest.mark.slow
 def test_image_cache_and_paths(tmp_path):
-    from datasel.embed import _cached_image_encoder
+    from datasel.models.embed import _cached_image_encoder
     records = load_easy_vqa('test', max_records=200)
     paths = sorted({r['image'] for r in records})[:6]
     model, _ = _cached_image_encoder(None, 'cpu')

@@ -8,7 +8,7 @@ from datasel.core import InputError
 from datasel.metrics import (METRICS, TEXT_METRICS, cluster_inertia, diversity, distsum_cosine, distsum_l2,
                              facility_location, knn_distance, list_metrics, log_determinant, novelsum, novelsum_grid,
                              partition_entropy, radius, sorted_row_averages, ttr, vendi_score, vocd_d, word_tokenize)
-from datasel.neighbors import assign, kmeans
+from datasel.geometry.neighbors import assign, kmeans
 
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,4 @@
-"""datasel.neighbors: backends agree (faiss / torch / numpy), NovelSum density is exact, k-means is deterministic and
+"""datasel.geometry.neighbors: backends agree (faiss / torch / numpy), NovelSum density is exact, k-means is deterministic and
 as good as scikit-learn's, errors name their argument."""
 import json
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from datasel.core import InputError
-from datasel import neighbors as nb
-from datasel.neighbors import (knn, knn_density, mean_knn_sqdist, kmeans, assign, nearest_to_centroids, pairwise,
+from datasel.geometry import neighbors as nb
+from datasel.geometry.neighbors import (knn, knn_density, mean_knn_sqdist, kmeans, assign, nearest_to_centroids, pairwise,
                                pairwise_blocks, l2_normalize, set_threads, faiss_available, KMeansResult)
 
 BACKENDS = ['numpy', 'torch'] + (['faiss'] if faiss_available() else [])
@@ -269,7 +269,7 @@ def test_l2_normalize_and_threads(monkeypatch):
 
 def test_a_search_keeps_the_callers_torch_threads(monkeypatch):
     import torch
-    import datasel.neighbors as nb
+    import datasel.geometry.neighbors as nb
     monkeypatch.setattr(nb, '_threads', {})  # as in a fresh process
     monkeypatch.delenv('DATASEL_NUM_THREADS', raising=False)
     monkeypatch.delenv('OMP_NUM_THREADS', raising=False)

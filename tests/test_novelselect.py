@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from datasel.core import InputError, Selection
-from datasel.neighbors import knn_density, l2_normalize
-from datasel.novelselect import novelselect, novelty_scores
+from datasel.geometry.neighbors import knn_density, l2_normalize
+from datasel.methods.novelselect import novelselect, novelty_scores
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from datasel.core import InputError, Selection
-from datasel.presel import (draw_reference_units, image_units, instruction_relevance, neighbor_centrality, presel,
+from datasel.methods.presel import (draw_reference_units, image_units, instruction_relevance, neighbor_centrality, presel,
                             presel_cluster_split, presel_pipeline, presel_task_split, question_free_record, task_weights)
 
 
@@ -393,7 +393,7 @@ def test_draw_reference_units():
 
 
 def test_pipeline_on_easy_vqa():
-    assets = pytest.importorskip('datasel.assets')
+    assets = pytest.importorskip('datasel.models.assets')
     records = assets.load_easy_vqa('train', max_records=1500)
     units = image_units(records, 'question_kind', unit='image_task')
     ids = units.image_ids

@@ -1,11 +1,11 @@
-"""datasel.score: response-token masking, padding invariance, caching, IFD / IRS, generation and the generation gap."""
+"""datasel.models.score: response-token masking, padding invariance, caching, IFD / IRS, generation and the generation gap."""
 import numpy as np
 import pytest
 import torch
 
 from datasel.core import InputError
-from datasel.presel import question_free_record
-from datasel.score import (IGNORE_INDEX, encode_record, first_exchange, generate, generation_gap, ifd, irs_losses,
+from datasel.methods.presel import question_free_record
+from datasel.models.score import (IGNORE_INDEX, encode_record, first_exchange, generate, generation_gap, ifd, irs_losses,
                            perplexity, response_loss, score_records, tiny_causal_lm)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -160,7 +160,7 @@ def test_errors_name_the_argument(tiny):
 
 @pytest.fixture(scope='module')
 def smollm():
-    from datasel.assets import load_causal_lm
+    from datasel.models.assets import load_causal_lm
     return load_causal_lm(device='cpu')
 
 

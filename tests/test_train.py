@@ -1,11 +1,11 @@
-"""datasel.train: LoRA on the top layers from cached bottom states — exactness of the cache, learning, isolation, determinism."""
+"""datasel.models.train: LoRA on the top layers from cached bottom states — exactness of the cache, learning, isolation, determinism."""
 import numpy as np
 import pytest
 import torch
 
 from datasel.core import InputError
-from datasel.score import record_key, response_loss, tiny_causal_lm
-from datasel.train import (answer_scores, clear_shared_prefix_states, evaluate_loss, finetune_lora, normalize_answer,
+from datasel.models.score import record_key, response_loss, tiny_causal_lm
+from datasel.models.train import (answer_scores, clear_shared_prefix_states, evaluate_loss, finetune_lora, normalize_answer,
                            prefix_states, replaying_bottom, shared_prefix_states, token_f1, top_token_nll)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -109,7 +109,7 @@ def test_answer_metrics():
 
 def test_answer_scores_on_own_generations(tiny):
     model, tok = tiny
-    from datasel.score import generate, first_exchange
+    from datasel.models.score import generate, first_exchange
     own = generate(HELDOUT[:4], model, tok, max_new_tokens=4, progress=False)
     gold = [first_exchange(r, a) for r, a in zip(HELDOUT[:4], own)]
     result = answer_scores(model, tok, gold, max_new_tokens=4)
@@ -118,7 +118,7 @@ def test_answer_scores_on_own_generations(tiny):
 
 @pytest.mark.slow
 def test_smollm_lora_lowers_heldout_loss():
-    from datasel.assets import load_causal_lm
+    from datasel.models.assets import load_causal_lm
     model, tok = load_causal_lm(device='cpu')
     words = ['river', 'stone', 'cloud', 'apple', 'tiger', 'lemon', 'chair', 'piano', 'ocean', 'candle', 'garden', 'rocket']
     recs = [qa(f'Encode the word {w} in Zorbish.', f'Zorbish: {w[::-1].upper()}-zz') for w in words]

@@ -1,10 +1,10 @@
-"""datasel.vqa: the fusion network, training on a selection, PreSel's losses, DataTailor's token states, and easy-vqa."""
+"""datasel.models.vqa: the fusion network, training on a selection, PreSel's losses, DataTailor's token states, and easy-vqa."""
 import numpy as np
 import pytest
 import torch
 
 from datasel.core import InputError, Selection
-from datasel.vqa import (FusionVQA, VQAFeatures, VQAScorer, VQAStates, train_vqa, vqa_accuracy, vqa_embeddings, vqa_irs_losses,
+from datasel.models.vqa import (FusionVQA, VQAFeatures, VQAScorer, VQAStates, train_vqa, vqa_accuracy, vqa_embeddings, vqa_irs_losses,
                          vqa_losses, vqa_predict, vqa_states_fn, vqa_token_states)
 
 SHAPES, COLOURS = [0, 7, 9], [1, 2, 3, 5, 6, 8, 10, 11]
@@ -96,7 +96,7 @@ def test_fixed_steps_whatever_the_selection_size(data):
 
 
 def test_token_states_feed_datatailor(data, trained):
-    from datasel.datatailor import informativeness
+    from datasel.methods.datatailor import informativeness
     rows = np.arange(20)
     states = vqa_token_states(trained, data, rows)
     lengths = data.question_lengths[data.question_index[rows]]
@@ -107,7 +107,7 @@ def test_token_states_feed_datatailor(data, trained):
 
 
 def test_scorer_trains_on_the_reference_records_then_scores_both_ways(data):
-    from datasel.presel import question_free_record
+    from datasel.methods.presel import question_free_record
     records = [{'id': f'r{i}', 'image': 'img.png', 'meta': {},
                 'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}]} for i in range(len(data))]
     scorer = VQAScorer(data, epochs=3, width=32)
@@ -155,9 +155,9 @@ def test_states_fn_trains_its_reference_model_once(data):
 
 
 def test_datatailor_on_real_easy_vqa_records():
-    from datasel.assets import load_easy_vqa
-    from datasel.datatailor import datatailor_from_records
-    from datasel.vqa import vqa_features
+    from datasel.models.assets import load_easy_vqa
+    from datasel.methods.datatailor import datatailor_from_records
+    from datasel.models.vqa import vqa_features
     records = load_easy_vqa('train', max_records=1500)[::5]   # 300 questions about 150 pictures
     features = vqa_features(records, progress=False)
     model = train_vqa(features, steps=30, width=32, batch_size=64, seed=0)
@@ -171,8 +171,8 @@ def test_datatailor_on_real_easy_vqa_records():
 
 @pytest.mark.slow
 def test_easy_vqa_model_clearly_beats_the_majority_class():
-    from datasel.assets import load_easy_vqa
-    from datasel.vqa import vqa_features
+    from datasel.models.assets import load_easy_vqa
+    from datasel.models.vqa import vqa_features
     train = load_easy_vqa('train', max_records=2500)
     test = load_easy_vqa('test', max_records=600)
     train_f, test_f = vqa_features(train, progress=False), vqa_features(test, progress=False)
