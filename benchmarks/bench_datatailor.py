@@ -98,7 +98,7 @@ def official_ward_labels(X: np.ndarray, threshold: float = 0.1) -> np.ndarray:
 
 # ---------------------------------------------------------------- parts (run in a subprocess each)
 def part_scoring(args) -> dict:
-    from datasel.methods.datatailor import informativeness
+    from datasel.selectors.datatailor import informativeness
     n, d = args.tasks * args.n, 256
     seconds, cpu, tm_peak, info = 0.0, 0.0, 0, []
     first = None
@@ -126,7 +126,7 @@ def part_scoring(args) -> dict:
 
 
 def part_scoring_long(args) -> dict:
-    from datasel.methods.datatailor import informativeness
+    from datasel.selectors.datatailor import informativeness
     rng = np.random.default_rng(4)
     states = []
     for _ in range(60):
@@ -141,7 +141,7 @@ def part_scoring_long(args) -> dict:
 
 
 def part_ward(args) -> dict:
-    from datasel.methods.datatailor import cluster_within_tasks
+    from datasel.selectors.datatailor import cluster_within_tasks
     X = mixture_features(args.n, 64, 40, seed=2, scale=args.scale)
     base = rss_mib()
     if args.method == 'official': labels, seconds, cpu = timed(official_ward_labels, X)
@@ -150,7 +150,7 @@ def part_ward(args) -> dict:
 
 
 def part_pipeline(args) -> dict:
-    from datasel.methods.datatailor import datatailor
+    from datasel.selectors.datatailor import datatailor
     per, T = args.n, args.tasks
     X = np.vstack([mixture_features(per, 64, 40, seed=10 + t, scale=args.scale) for t in range(T)])
     tasks = np.repeat(np.arange(T), per)

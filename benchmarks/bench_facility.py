@@ -2,7 +2,7 @@
 
 Part 1, N = 10,000, d = 256, k = 1,000 (dense, exact similarities): every tool gets the same kernel, cosine
 similarity clipped at 0 (apricot and submodlib as a precomputed matrix; apricot's own 'cosine' metric would use
-cos^2). Each selection is scored with the same exact objective (`datasel.methods.baselines.facility_location_value`). Times
+cos^2). Each selection is scored with the same exact objective (`datasel.selectors.baselines.facility_location_value`). Times
 are wall-clock, the fastest of 3 runs (the machine is shared); for the peers the kernel computation is reported separately and included in their total. apricot's
 numba functions are compiled on a small input first (compile time reported, not counted).
 Also: QDIT's lazy greedy against the official code's loop (FL recomputed for every candidate) on a small pool.
@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 import numpy as np
 from datasel.core import atomic_write
-from datasel.methods.baselines import facility_location, qdit, facility_location_value, knn_similarities
+from datasel.selectors.baselines import facility_location, qdit, facility_location_value, knn_similarities
 from datasel.geometry.neighbors import l2_normalize
 from _common import even_mixture as mixture
 

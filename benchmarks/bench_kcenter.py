@@ -11,7 +11,7 @@ import argparse, json, platform, time, tracemalloc
 from pathlib import Path
 import numpy as np
 from datasel.core import atomic_write
-from datasel.methods.baselines import kcenter_greedy
+from datasel.selectors.baselines import kcenter_greedy
 from datasel.geometry.neighbors import l2_normalize
 from _common import even_mixture as mixture
 

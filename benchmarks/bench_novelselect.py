@@ -35,7 +35,7 @@ from scipy.optimize import nnls
 
 from datasel.core import atomic_write
 from datasel.geometry.neighbors import knn_density
-from datasel.methods.novelselect import novelselect
+from datasel.selectors.novelselect import novelselect
 from _common import golden_mixture as mixture, timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect.json'

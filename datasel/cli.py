@@ -124,7 +124,7 @@ def presel_weights(irs: Any, # per-task means (list in sorted task order, dict t
                    tau: float | None = None, # softmax temperature; None = the file's `tau`, else 1/sqrt(M)
                   ) -> np.ndarray:
     "PreSel task weights softmax(-s/tau) from the IRS given on the command line, in sorted task order."
-    presel_module = _module('datasel.methods.presel', 'method presel')
+    presel_module = _module('datasel.selectors.presel', 'method presel')
     codes, names = as_labels(tasks, len(tasks), '--tasks')
     if isinstance(irs, dict) and 'task_mean_irs' in irs:
         tau = irs.get('tau') if tau is None else tau
@@ -160,19 +160,19 @@ def _datatailor_arguments(a: SelectInputs) -> tuple[tuple, dict]:
     return (a.embeddings, a.tasks, a.informativeness, a.tau), {'budget': a.budget, **_given(a, 'rounds')}
 
 METHODS: dict[str, MethodSpec] = {
-    'novelselect': MethodSpec('datasel.methods.novelselect', 'novelselect', ('embeddings',),
+    'novelselect': MethodSpec('datasel.selectors.novelselect', 'novelselect', ('embeddings',),
                               lambda a: ((a.embeddings, a.budget), _given(a, 'quality')), optional=('quality',)),
-    'random': MethodSpec('datasel.methods.baselines', 'random_select', (), lambda a: ((a.n, a.budget), {})),
-    'kcenter': MethodSpec('datasel.methods.baselines', 'kcenter_greedy', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
-    'kmeans-closest': MethodSpec('datasel.methods.baselines', 'kmeans_closest', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
-    'kmeans-random': MethodSpec('datasel.methods.baselines', 'kmeans_random', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
-    'deita': MethodSpec('datasel.methods.baselines', 'deita_filter', ('embeddings', 'quality'),
+    'random': MethodSpec('datasel.selectors.baselines', 'random_select', (), lambda a: ((a.n, a.budget), {})),
+    'kcenter': MethodSpec('datasel.selectors.baselines', 'kcenter_greedy', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
+    'kmeans-closest': MethodSpec('datasel.selectors.baselines', 'kmeans_closest', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
+    'kmeans-random': MethodSpec('datasel.selectors.baselines', 'kmeans_random', ('embeddings',), lambda a: ((a.embeddings, a.budget), {})),
+    'deita': MethodSpec('datasel.selectors.baselines', 'deita_filter', ('embeddings', 'quality'),
                         lambda a: ((a.embeddings, a.quality, a.budget), {})),
-    'qdit': MethodSpec('datasel.methods.baselines', 'qdit', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
-    'kmq': MethodSpec('datasel.methods.kmq', 'kmq', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
-    'presel': MethodSpec('datasel.methods.presel', 'presel', ('embeddings', 'tasks', 'irs'),
+    'qdit': MethodSpec('datasel.selectors.baselines', 'qdit', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
+    'kmq': MethodSpec('datasel.selectors.kmq', 'kmq', ('embeddings', 'quality'), lambda a: ((a.embeddings, a.budget, a.quality), {})),
+    'presel': MethodSpec('datasel.selectors.presel', 'presel', ('embeddings', 'tasks', 'irs'),
                          lambda a: ((a.embeddings, a.tasks, a.budget, presel_weights(a.irs, a.tasks, a.tau)), {}), optional=('tau',)),
-    'datatailor': MethodSpec('datasel.methods.datatailor', 'datatailor', ('embeddings', 'tasks', 'informativeness', 'tau'),
+    'datatailor': MethodSpec('datasel.selectors.datatailor', 'datatailor', ('embeddings', 'tasks', 'informativeness', 'tau'),
                              _datatailor_arguments, optional=('rounds',)),
 }
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from datasel.core import InputError
-from datasel.methods.baselines import (random_select, kcenter_greedy, kmeans_closest, kmeans_random, deita_filter, facility_location,
+from datasel.selectors.baselines import (random_select, kcenter_greedy, kmeans_closest, kmeans_random, deita_filter, facility_location,
                                qdit, facility_location_value, knn_similarities, lazy_greedy, stochastic_greedy,
                                DenseCoverage, SparseCoverage)
 from datasel.geometry.neighbors import l2_normalize

@@ -169,19 +169,19 @@ def _direct(method, d):
     "The same selection made by calling the library directly."
     X, q = np.load(d/'emb.npy'), np.load(d/'quality.npy')
     tasks = np.load(d/'tasks.npy')
-    if method == 'random': from datasel.methods.baselines import random_select; return random_select(N, BUDGET, seed=3)
-    if method == 'novelselect': from datasel.methods.novelselect import novelselect; return novelselect(X, BUDGET, seed=3)
-    if method == 'kcenter': from datasel.methods.baselines import kcenter_greedy; return kcenter_greedy(X, BUDGET, seed=3)
-    if method == 'kmeans-closest': from datasel.methods.baselines import kmeans_closest; return kmeans_closest(X, BUDGET, seed=3)
-    if method == 'kmeans-random': from datasel.methods.baselines import kmeans_random; return kmeans_random(X, BUDGET, seed=3)
-    if method == 'deita': from datasel.methods.baselines import deita_filter; return deita_filter(X, q, BUDGET)
-    if method == 'qdit': from datasel.methods.baselines import qdit; return qdit(X, BUDGET, q, seed=3)
-    if method == 'kmq': from datasel.methods.kmq import kmq; return kmq(X, BUDGET, q, seed=3)
+    if method == 'random': from datasel.selectors.baselines import random_select; return random_select(N, BUDGET, seed=3)
+    if method == 'novelselect': from datasel.selectors.novelselect import novelselect; return novelselect(X, BUDGET, seed=3)
+    if method == 'kcenter': from datasel.selectors.baselines import kcenter_greedy; return kcenter_greedy(X, BUDGET, seed=3)
+    if method == 'kmeans-closest': from datasel.selectors.baselines import kmeans_closest; return kmeans_closest(X, BUDGET, seed=3)
+    if method == 'kmeans-random': from datasel.selectors.baselines import kmeans_random; return kmeans_random(X, BUDGET, seed=3)
+    if method == 'deita': from datasel.selectors.baselines import deita_filter; return deita_filter(X, q, BUDGET)
+    if method == 'qdit': from datasel.selectors.baselines import qdit; return qdit(X, BUDGET, q, seed=3)
+    if method == 'kmq': from datasel.selectors.kmq import kmq; return kmq(X, BUDGET, q, seed=3)
     if method == 'presel':
-        from datasel.methods.presel import presel, task_weights
+        from datasel.selectors.presel import presel, task_weights
         return presel(X, tasks, BUDGET, task_weights([1.0, 0.9, 0.8]), seed=3)
     if method == 'datatailor':
-        from datasel.methods.datatailor import datatailor
+        from datasel.selectors.datatailor import datatailor
         z = np.load(d/'info.npz')
         names = np.array(['math', 'code', 'chat'])[tasks]
         return datatailor(X, names, z['info'], z['tau'], rounds=np.ones(N, dtype=np.int64), budget=BUDGET, seed=3)
@@ -211,7 +211,7 @@ def test_select_every_method(method, pool, tmp_path):
 
 
 def test_select_jsonl_output_and_fraction(pool, tmp_path):
-    pytest.importorskip('datasel.methods.baselines')
+    pytest.importorskip('datasel.selectors.baselines')
     d, raw = pool
     out = tmp_path / 'sel.jsonl'
     r = datasel('select', '--method', 'kcenter', '--budget', '0.1', d/'pool.json', '--embeddings', d/'emb.npy',
@@ -224,7 +224,7 @@ def test_select_jsonl_output_and_fraction(pool, tmp_path):
 
 
 def test_select_refuses_existing_output_and_input(pool, tmp_path):
-    pytest.importorskip('datasel.methods.baselines')
+    pytest.importorskip('datasel.selectors.baselines')
     d, _ = pool
     out = tmp_path / 'sel.json'
     out.write_text('keep me')
@@ -243,7 +243,7 @@ def test_select_refuses_existing_output_and_input(pool, tmp_path):
 
 
 def test_select_input_errors(pool, tmp_path):
-    pytest.importorskip('datasel.methods.kmq')
+    pytest.importorskip('datasel.selectors.kmq')
     d, _ = pool
     out = ['--out', tmp_path / 'o.json']
     base = ['select', '--budget', 5, d/'pool.json']
@@ -262,7 +262,7 @@ def test_select_input_errors(pool, tmp_path):
 
 
 def test_select_notes_unused_inputs(pool, tmp_path):
-    pytest.importorskip('datasel.methods.baselines')
+    pytest.importorskip('datasel.selectors.baselines')
     d, _ = pool
     r = datasel('select', '--method', 'kcenter', '--budget', 5, d/'pool.json', '--embeddings', d/'emb.npy',
                 '--quality', d/'quality.npy', '--out', tmp_path / 'o.json', '--quiet')
@@ -270,7 +270,7 @@ def test_select_notes_unused_inputs(pool, tmp_path):
 
 
 def test_select_param_and_seed_change_the_result(pool, tmp_path):
-    pytest.importorskip('datasel.methods.kmq')
+    pytest.importorskip('datasel.selectors.kmq')
     d, _ = pool
     def picks(*extra):
         out = tmp_path / f'o{len(list(tmp_path.iterdir()))}.json'
@@ -280,20 +280,20 @@ def test_select_param_and_seed_change_the_result(pool, tmp_path):
         return json.loads(out.with_suffix('.indices.json').read_text())
     a, b, c = picks('--seed', 1, '--param', 'k=3'), picks('--seed', 1, '--param', 'k=3'), picks('--seed', 2, '--param', 'k=3')
     assert a['indices'] == b['indices'] and a['indices'] != c['indices']
-    from datasel.methods.kmq import kmq
+    from datasel.selectors.kmq import kmq
     X, q = np.load(d/'emb.npy'), np.load(d/'quality.npy')
     assert a['indices'] == kmq(X, BUDGET, q, k=3, seed=1).indices.tolist()
 
 
 def test_presel_irs_forms(pool, tmp_path):
-    pytest.importorskip('datasel.methods.presel')
+    pytest.importorskip('datasel.selectors.presel')
     d, _ = pool
     per_task = tmp_path / 'irs_tasks.json'; per_task.write_text(json.dumps({'math': 1.0, 'code': 0.9, 'chat': 0.8}))
     common = ['select', '--method', 'presel', '--budget', BUDGET, d/'pool.json', '--embeddings', d/'emb.npy',
               '--tasks', 'meta:task', '--seed', 3, '--quiet']
     r = datasel(*common, '--irs', per_task, '--out', tmp_path / 'a.json')
     assert r.returncode == 0, r.stderr
-    from datasel.methods.presel import presel, task_weights
+    from datasel.selectors.presel import presel, task_weights
     X = np.load(d/'emb.npy')
     tasks = np.array(['math', 'code', 'chat'])[np.arange(N) // 30]
     expected = presel(X, tasks, BUDGET, task_weights([0.8, 0.9, 1.0]), seed=3)   # sorted names: chat, code, math

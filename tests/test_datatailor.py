@@ -7,7 +7,7 @@ from scipy.cluster.hierarchy import linkage
 from sklearn.metrics import adjusted_rand_score
 
 from datasel.core import InputError
-from datasel.methods.datatailor import (cluster_representativeness, cluster_within_tasks, cut_ward, datatailor,
+from datasel.selectors.datatailor import (cluster_representativeness, cluster_within_tasks, cut_ward, datatailor,
                                 datatailor_from_records, exact_ward, fuse_scores, informativeness, qa_rounds,
                                 rank_percentiles, representativeness, singular_value_entropy, task_codes,
                                 two_level_ward, uniqueness, weighted_ward)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from datasel.core import InputError
 from datasel.geometry.budget import split_budget, softmax
-from datasel.methods.kmq import (kmq, iterative_kmq, choose_k, reweight_clusters, positive_scores, cluster_budgets,
+from datasel.selectors.kmq import (kmq, iterative_kmq, choose_k, reweight_clusters, positive_scores, cluster_budgets,
                          draw_from_cluster, default_num_clusters)
 
 

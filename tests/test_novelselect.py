@@ -5,7 +5,7 @@ import pytest
 
 from datasel.core import InputError, Selection
 from datasel.geometry.neighbors import knn_density, l2_normalize
-from datasel.methods.novelselect import novelselect, novelty_scores
+from datasel.selectors.novelselect import novelselect, novelty_scores
 
 
 @pytest.fixture(scope='module')

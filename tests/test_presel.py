@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from datasel.core import InputError, Selection
-from datasel.methods.presel import (draw_reference_units, image_units, instruction_relevance, neighbor_centrality, presel,
+from datasel.selectors.presel import (draw_reference_units, image_units, instruction_relevance, neighbor_centrality, presel,
                             presel_cluster_split, presel_pipeline, presel_task_split, question_free_record, task_weights)
 
 

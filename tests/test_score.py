@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from datasel.core import InputError
-from datasel.methods.presel import question_free_record
+from datasel.selectors.presel import question_free_record
 from datasel.models.score import (IGNORE_INDEX, encode_record, first_exchange, generate, generation_gap, ifd, irs_losses,
                            perplexity, response_loss, score_records, tiny_causal_lm)
 

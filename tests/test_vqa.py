@@ -96,7 +96,7 @@ def test_fixed_steps_whatever_the_selection_size(data):
 
 
 def test_token_states_feed_datatailor(data, trained):
-    from datasel.methods.datatailor import informativeness
+    from datasel.selectors.datatailor import informativeness
     rows = np.arange(20)
     states = vqa_token_states(trained, data, rows)
     lengths = data.question_lengths[data.question_index[rows]]
@@ -107,7 +107,7 @@ def test_token_states_feed_datatailor(data, trained):
 
 
 def test_scorer_trains_on_the_reference_records_then_scores_both_ways(data):
-    from datasel.methods.presel import question_free_record
+    from datasel.selectors.presel import question_free_record
     records = [{'id': f'r{i}', 'image': 'img.png', 'meta': {},
                 'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}]} for i in range(len(data))]
     scorer = VQAScorer(data, epochs=3, width=32)
@@ -156,7 +156,7 @@ def test_states_fn_trains_its_reference_model_once(data):
 
 def test_datatailor_on_real_easy_vqa_records():
     from datasel.models.assets import load_easy_vqa
-    from datasel.methods.datatailor import datatailor_from_records
+    from datasel.selectors.datatailor import datatailor_from_records
     from datasel.models.vqa import vqa_features
     records = load_easy_vqa('train', max_records=1500)[::5]   # 300 questions about 150 pictures
     features = vqa_features(records, progress=False)

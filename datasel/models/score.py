@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..core import DataselError, InputError, as_scores
 from .assets import load_causal_lm, prepare_tokenizer, resolve_device, hf_from_pretrained, text_encoder_path, CHATML_TEMPLATE
 from .embed import ShardCache, content_key, model_fingerprint, pad_right, length_sorted_batches
-from ..methods.presel import question_free_record
+from ..selectors.presel import question_free_record
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'SHARD_ROWS', 'SHARD_SECONDS', 'RM_TEMPLATE', 'SCORE_KINDS', 'tiny_causal_lm', 'record_messages',
