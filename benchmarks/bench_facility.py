@@ -2,7 +2,8 @@
 
 Part 1, N = 10,000, d = 256, k = 1,000 (dense, exact similarities): every tool gets the same kernel, cosine
 similarity clipped at 0 (apricot and submodlib as a precomputed matrix; apricot's own 'cosine' metric would use
-cos^2). Each selection is scored with the same exact objective (`datasel.selectors.baselines.facility_location_value`). Times
+cos^2). Each selection is scored with the same exact objective, `datasel.metrics.facility_location_value` (clipped
+cosine, summed over the pool). Times
 are wall-clock, the fastest of 3 runs (the machine is shared); for the peers the kernel computation is reported separately and included in their total. apricot's
 numba functions are compiled on a small input first (compile time reported, not counted).
 Also: QDIT's lazy greedy against the official code's loop (FL recomputed for every candidate) on a small pool.
@@ -10,20 +11,24 @@ Also: QDIT's lazy greedy against the official code's loop (FL recomputed for eve
 Part 2, N = 100,000, d = 256, k = 1,000 (kNN-sparse similarities, 20 neighbours, in a child process so that its peak
 resident memory can be read): datasel lazy and stochastic greedy on the kNN graph, the peers on the same sparse
 matrix (the graph is built once; datasel's runs get it as `similarity=`), every selection scored with the exact dense
-objective. submodlib's sparse mode runs only up to N = 20,000 (it took 555 s there).
+objective. submodlib's sparse mode runs only up to N = 20,000 (it took 555 s there). Also datasel's default,
+`similarity='auto'`, which past the cache cliff builds the kNN graph itself with `neighbors.knn`'s index ('auto': faiss
+IVF at this size) and records the resolved similarity and index in `params`.
 
-Writes benchmarks/results/facility.json. Run: .venv/bin/python benchmarks/bench_facility.py [--quick]
+Writes benchmarks/results/facility.json (facility_quick.json with --quick).
+Run: .venv/bin/python benchmarks/bench_facility.py [--quick]
 """
 import argparse, json, platform, resource, subprocess, sys, time, tracemalloc, warnings
 from importlib import metadata
 from pathlib import Path
 import numpy as np
 from datasel.core import atomic_write
-from datasel.selectors.baselines import facility_location, qdit, facility_location_value, knn_similarities
+from datasel.metrics import facility_location_value
+from datasel.selectors.greedy import facility_location, qdit, knn_similarities
 from datasel.geometry.neighbors import l2_normalize
 from _common import even_mixture as mixture
 
-OUT = Path(__file__).resolve().parent / 'results' / 'facility.json'
+RESULTS = Path(__file__).resolve().parent / 'results'
 SUBMODLIB_SPARSE_MAX_N = 20000   # submodlib's sparse mode took 555 s for N = 20,000, k = 1,000 here
 warnings.filterwarnings('ignore')
 
@@ -50,6 +55,11 @@ def best_of(fn, repeats: int):
     for _ in range(repeats):
         t0 = time.perf_counter(); out = fn(); times.append(time.perf_counter() - t0)
     return out, min(times)
+
+
+def objective(X: np.ndarray, picks) -> float:
+    "The exact facility-location value of the picks over the whole pool (datasel.metrics)."
+    return facility_location_value(X, picks)
 
 
 def clipped_cosine_kernel(X: np.ndarray) -> np.ndarray:
@@ -94,23 +104,24 @@ def part_dense(n: int, d: int, k: int, repeats: int) -> dict:
     res = {'n': n, 'd': d, 'k': k, 'repeats': repeats, 'runs': {}}
     runs = res['runs']
     for name, kw in [('datasel_lazy', {}), ('datasel_stochastic', {'optimizer': 'stochastic'}),
-                     ('datasel_knn20_lazy', {'similarity': 'knn', 'knn': 20})]:
+                     ('datasel_knn20_lazy', {'similarity': 'knn', 'neighbors': 20})]:
         _, _, peak = timed(lambda: facility_location(X, k, **kw), trace=True)
         sel, s = best_of(lambda: facility_location(X, k, **kw), repeats)
-        runs[name] = {'seconds': round(s, 3), 'similarity_s': round(sel.info['timings']['similarity_s'], 3),
-                      'greedy_s': round(sel.info['timings']['greedy_s'], 3), 'evaluations': sel.info['evaluations'],
-                      'tracemalloc_peak_mib': peak, 'objective': facility_location_value(X, sel.indices), 'picks': sel.indices}
+        runs[name] = {'seconds': round(s, 3), 'similarity_s': round(sel.timings['similarity_s'], 3),
+                      'greedy_s': round(sel.timings['greedy_s'], 3), 'evaluations': sel.info['evaluations'],
+                      'similarity': sel.params['similarity'], 'index': sel.params['index'],
+                      'tracemalloc_peak_mib': peak, 'objective': objective(X, sel.indices), 'picks': sel.indices}
         print(name, runs[name]['seconds'], flush=True)
     K, t_kernel = best_of(lambda: clipped_cosine_kernel(X), repeats)
     res['kernel_s'] = round(t_kernel, 3); res['kernel_mib'] = round(K.nbytes / 2**20, 1)
     _, t_jit = timed(lambda: peer('apricot', lambda: apricot_lazy(np.ascontiguousarray(K[:300, :300]), 10)))[:2]
     (picks, err), s = best_of(lambda: peer('apricot', lambda: apricot_lazy(K, k)), repeats)
     runs['apricot_lazy'] = {'greedy_s': round(s, 3), 'seconds': round(s + t_kernel, 3), 'numba_compile_s': round(t_jit, 3), 'error': err,
-                            'objective': None if picks is None else facility_location_value(X, picks), 'picks': picks}
+                            'objective': None if picks is None else objective(X, picks), 'picks': picks}
     print('apricot', s, err, flush=True)
     (picks, err), s = best_of(lambda: peer('submodlib', lambda: submodlib_stochastic(K, k)), repeats)
     runs['submodlib_stochastic'] = {'greedy_s': round(s, 3), 'seconds': round(s + t_kernel, 3), 'error': err,
-                                    'objective': None if picks is None else facility_location_value(X, picks), 'picks': picks}
+                                    'objective': None if picks is None else objective(X, picks), 'picks': picks}
     print('submodlib', s, err, flush=True)
     del K
     lazy = runs['datasel_lazy']
@@ -128,14 +139,14 @@ def part_dense(n: int, d: int, k: int, repeats: int) -> dict:
                     round(r['objective'] / runs['apricot_lazy']['objective'], 5)
     quality = np.random.default_rng(1).normal(size=n)
     for name, kw in [('qdit_lazy', {}), ('qdit_stochastic', {'optimizer': 'stochastic'})]:
-        sel, s = best_of(lambda: qdit(X, k, quality, alpha=0.5, **kw), repeats)
+        sel, s = best_of(lambda: qdit(X, k, quality=quality, alpha=0.5, **kw), repeats)
         runs[name] = {'seconds': round(s, 3), 'objective': round(sel.info['objective'], 3),
                       'evaluations': sel.info['evaluations']}
         print(name, s, flush=True)
     small_n, small_k = 1000, 20
     Xs, qs = X[:small_n].astype(np.float64), quality[:small_n]
     loop, t_loop, _ = timed(lambda: code_qdit_loop(Xs, qs, small_k, 0.5))
-    ours, t_ours, _ = timed(lambda: qdit(Xs, small_k, qs, alpha=0.5, reference=True).indices)
+    ours, t_ours, _ = timed(lambda: qdit(Xs, small_k, quality=qs, alpha=0.5, preset='official').indices)
     res['qdit_vs_code_loop'] = {'n': small_n, 'k': small_k, 'same_picks': bool(np.array_equal(ours, loop)),
                                 'code_loop_s': round(t_loop, 3), 'datasel_s': round(t_ours, 4), 'speedup': round(t_loop / t_ours, 1)}
     for r in runs.values(): r.pop('picks', None)
@@ -151,17 +162,22 @@ def part_sparse(n: int, d: int, k: int, knn: int) -> dict:
         sel, s, _ = timed(lambda: facility_location(X, k, similarity=W, **kw))
         res['runs'][name] = {'greedy_s': round(s, 3), 'seconds_with_graph': round(s + t_graph, 3),
                              'evaluations': sel.info['evaluations'], 'objective_knn': round(sel.info['objective'], 3),
-                             'objective_exact': facility_location_value(X, sel.indices)}
+                             'objective_exact': objective(X, sel.indices)}
         print(name, s, flush=True)
+    sel, s, _ = timed(lambda: facility_location(X, k))
+    res['runs']['datasel_auto'] = {'seconds': round(s, 3), 'similarity': sel.params['similarity'], 'index': sel.params['index'],
+                                   'neighbors': sel.params['neighbors'], 'similarity_s': round(sel.timings['similarity_s'], 3),
+                                   'greedy_s': round(sel.timings['greedy_s'], 3), 'objective_exact': objective(X, sel.indices)}
+    print('datasel_auto', s, sel.params['similarity'], sel.params['index'], flush=True)
     (picks, err), s, _ = timed(lambda: peer('apricot', lambda: np.asarray(
         __import__('apricot').FacilityLocationSelection(k, metric='precomputed', optimizer='lazy').fit(W.T.tocsr()).ranking)))
     res['runs']['apricot_lazy_same_graph'] = {'greedy_s': round(s, 3), 'error': err,
-                                              'objective_exact': None if picks is None else facility_location_value(X, picks)}
+                                              'objective_exact': None if picks is None else objective(X, picks)}
     print('apricot sparse', s, err, flush=True)
     if n <= SUBMODLIB_SPARSE_MAX_N:
         (picks, err), s, _ = timed(lambda: peer('submodlib', lambda: submodlib_stochastic(W.tocsr(), k, mode='sparse', knn=knn)))
         res['runs']['submodlib_stochastic_same_graph'] = {'greedy_s': round(s, 3), 'error': err,
-                                                          'objective_exact': None if picks is None else facility_location_value(X, picks)}
+                                                          'objective_exact': None if picks is None else objective(X, picks)}
         print('submodlib sparse', s, err, flush=True)
     else:
         res['runs']['submodlib_stochastic_same_graph'] = {'skipped': f'sparse mode took 555 s at N=20,000 (--quick run); not run at N={n}'}
@@ -189,9 +205,10 @@ def main():
               'versions': {p: version(p) for p in ('numpy', 'scipy', 'faiss-cpu', 'apricot-select', 'numba', 'submodlib-py')},
               'machine': {'python': platform.python_version(), 'processor': platform.processor() or platform.machine()},
               'dense': dense, 'sparse': sparse}
-    with atomic_write(OUT) as f: json.dump(result, f, indent=2, default=float)
+    out = RESULTS / ('facility_quick.json' if args.quick else 'facility.json')
+    with atomic_write(out) as f: json.dump(result, f, indent=2, default=float)
     print(json.dumps(result, indent=2, default=float))
-    print(f'wrote {OUT}')
+    print(f'wrote {out}')
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ __all__ = ['INPUT_KINDS', 'REGISTRY', 'METHOD_MODULES', 'MethodInfo', 'register'
            'methods_table']
 
 # %% ../nbs/06_registry.ipynb #89d45be9
-INPUT_KINDS = ('scores', 'labels', 'task_weights', 'rounds')
+INPUT_KINDS = ('scores', 'labels', 'task_weights', 'rounds', 'callback')
 
 @dataclass
 class MethodInfo:
