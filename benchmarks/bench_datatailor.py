@@ -14,6 +14,9 @@ Parts (each measured in a fresh subprocess, so that its peak memory is its own):
   components of spread 0.5..2 around centres of scale 4 (`separated`) or 1.5 (`overlapping`)): clustering, scoring and
   selection. 'auto' takes the two-level route at this size (n^2 d = 2.6e10 > 2e10); 'exact' runs fastcluster's Ward
   on each task. Their labels (ARI) and picks are compared.
+* `memory` (`--memory`, writes datatailor_memory.json): `datatailor` on a memory-mapped float16 X (2 tasks x 8K, d = 256)
+  with exact and two-level Ward; the tracemalloc peak of numpy buffers as a multiple of X's size (X is never loaded
+  whole; the peak is one task's rows as float64 for exact Ward, float32 for two-level).
 
 Threads: one BLAS / torch / faiss thread everywhere (the machine's two cores are shared with other work; with two
 threads under that load, small-matrix LAPACK calls ran 20-50 times slower, which would swamp every comparison).
@@ -157,13 +160,40 @@ def part_pipeline(args) -> dict:
     rng = np.random.default_rng(3)
     info, tau, rounds = rng.gamma(2, 0.5, size=len(X)), np.clip(rng.normal(0.6, 0.15, size=len(X)), 0.05, 1), rng.integers(1, 7, size=len(X))
     base = rss_mib()
-    sel, seconds, cpu = timed(datatailor, X, tasks, info, tau, rounds, budget=0.15, cluster_method=args.method)
-    return {'routes': sel.info['cluster_routes'], 'seconds': seconds, 'cpu_s': cpu, 'timings': sel.info['timings'],
+    sel, seconds, cpu = timed(datatailor, X, 0.15, tasks=tasks, informativeness=info, tau=tau, rounds=rounds,
+                              cluster_method=args.method)
+    return {'routes': sel.info['cluster_routes'], 'seconds': seconds, 'cpu_s': cpu, 'timings': sel.timings,
             'peak_rss_extra_mib': peak_mib() - base, 'clusters': int(sel.info['labels'].max()), 'selected': len(sel),
             'labels': sel.info['labels'].tolist(), 'indices': sel.indices.tolist()}
 
 
-PARTS = {'scoring': part_scoring, 'scoring_long': part_scoring_long, 'ward': part_ward, 'pipeline': part_pipeline}
+def part_memory(args) -> dict:
+    "Peak numpy memory (tracemalloc) of datatailor on a memory-mapped float16 X, as a multiple of X's size."
+    import tempfile
+    from datasel.selectors.datatailor import datatailor
+    per, T, d = args.n, args.tasks, 256
+    tasks = np.repeat(np.arange(T), per)
+    rng = np.random.default_rng(3)
+    info, tau = rng.gamma(2, 0.5, size=T * per), np.clip(rng.normal(0.6, 0.15, size=T * per), 0.05, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        mm = np.lib.format.open_memmap(f'{tmp}/X.npy', mode='w+', dtype=np.float16, shape=(T * per, d))
+        for t in range(T): mm[t * per:(t + 1) * per] = mixture_features(per, d, 40, seed=10 + t, scale=args.scale)
+        mm.flush(); del mm
+        X = np.load(f'{tmp}/X.npy', mmap_mode='r')
+        base = rss_mib()
+        tracemalloc.start()
+        sel, seconds, cpu = timed(datatailor, X, 0.15, tasks=tasks, informativeness=info, tau=tau, cluster_method=args.method)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return {'tasks': T, 'per_task': per, 'd': d, 'dtype': 'float16 (memory-mapped)', 'x_mib': X.nbytes / 2**20,
+                'routes': sel.info['cluster_routes'], 'seconds': seconds, 'cpu_s': cpu, 'selected': len(sel),
+                'tracemalloc_peak_mib': peak / 2**20, 'peak_over_x': peak / X.nbytes,
+                'peak_rss_extra_mib_incl_mapped_pages': peak_mib() - base}
+
+
+PARTS = {'scoring': part_scoring, 'scoring_long': part_scoring_long, 'ward': part_ward, 'pipeline': part_pipeline,
+         'memory': part_memory}
+MEMORY_OUT = OUT.with_name('datatailor_memory.json')
 
 
 def run_part(part: str, **options) -> dict:
@@ -204,6 +234,7 @@ def compare_pipeline(per_task: int, tasks: int, scale: float) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--quick', action='store_true', help='small sizes (2K per task, n = 1K for the official Ward)')
+    ap.add_argument('--memory', action='store_true', help='only the memory-mapped float16 runs (writes datatailor_memory.json)')
     ap.add_argument('--part', choices=sorted(PARTS), help=argparse.SUPPRESS)
     ap.add_argument('--n', type=int, default=20000, help=argparse.SUPPRESS)
     ap.add_argument('--tasks', type=int, default=2, help=argparse.SUPPRESS)
@@ -213,6 +244,11 @@ def main():
     if args.part:
         import torch; torch.set_num_threads(int(THREADS))
         print(json.dumps(PARTS[args.part](args)))
+        return
+    if args.memory:
+        report = {m: run_part('memory', n=8000, tasks=2, method=m) for m in ('exact', 'two_level')}
+        MEMORY_OUT.write_text(json.dumps(report, indent=1) + '\n')
+        print(json.dumps(report, indent=1))
         return
     per_task, ward_sizes = (2000, (1000,)) if args.quick else (20000, (3000, 10000))
     load_before = os.getloadavg()

@@ -6,11 +6,13 @@ import pytest
 from scipy.cluster.hierarchy import linkage
 from sklearn.metrics import adjusted_rand_score
 
+import datasel
 from datasel.core import InputError
+from datasel.registry import REGISTRY
 from datasel.selectors.datatailor import (cluster_representativeness, cluster_within_tasks, cut_ward, datatailor,
-                                datatailor_from_records, exact_ward, fuse_scores, informativeness, qa_rounds,
-                                rank_percentiles, representativeness, singular_value_entropy, task_codes,
-                                two_level_ward, uniqueness, weighted_ward)
+                                          exact_ward, fuse_scores, informativeness, last_token_features,
+                                          rank_percentiles, representativeness, singular_value_entropy, task_codes,
+                                          two_level_ward, uniqueness, weighted_ward)
 
 
 @pytest.fixture(scope='module')
@@ -24,9 +26,14 @@ def dt(golden):
             'Z': [load(f'linkage_task{t}') for t in range(3)]}
 
 
+def inputs(dt, **kw):
+    "The golden per-sample inputs as datatailor keywords."
+    return {'tasks': dt['tasks'], 'informativeness': dt['s'], 'tau': dt['tau'], 'rounds': dt['R'], **kw}
+
+
 @pytest.fixture(scope='module')
 def ref_run(dt):
-    return datatailor(dt['X'], dt['tasks'], dt['s'], dt['tau'], dt['R'], budget=0.15, reference=True)
+    return datatailor(dt['X'], 0.15, preset='official', **inputs(dt))
 
 
 # ---------------------------------------------------------------- golden fidelity
@@ -35,6 +42,8 @@ def test_ward_linkage_matches_official(dt):
         Z = exact_ward(dt['X'][dt['tasks'] == t])
         np.testing.assert_array_equal(Z[:, [0, 1, 3]], dt['Z'][t][:, [0, 1, 3]])
         np.testing.assert_allclose(Z[:, 2], dt['Z'][t][:, 2], rtol=1e-12, atol=1e-10)
+        offset = dt['labels'][dt['tasks'] < t].max() if t else 0
+        np.testing.assert_array_equal(cut_ward(Z) + offset, dt['labels'][dt['tasks'] == t])
 
 
 @pytest.mark.parametrize('method', ['exact', 'auto'])
@@ -46,8 +55,8 @@ def test_cluster_labels_match_official(dt, method):
 
 def test_values_match_official(dt):
     np.testing.assert_allclose(cluster_representativeness(dt['X'], dt['labels'], dt['tasks']), dt['sd1'], rtol=1e-6)
-    np.testing.assert_allclose(representativeness(dt['X'], dt['labels'], dt['tasks'], dt['s']), dt['rep'], rtol=1e-6)
-    np.testing.assert_allclose(uniqueness(dt['X'], dt['labels'], dt['s']), dt['u'], rtol=1e-3)
+    np.testing.assert_allclose(representativeness(dt['X'], dt['labels'], dt['tasks'], dt['s'], variant='official'), dt['rep'], rtol=1e-6)
+    np.testing.assert_allclose(uniqueness(dt['X'], dt['labels'], dt['s'], variant='official'), dt['u'], rtol=1e-3)
 
 
 def test_reference_selection_matches_official(dt, ref_run):
@@ -56,6 +65,8 @@ def test_reference_selection_matches_official(dt, ref_run):
     assert info['task_shares'].tolist() == dt['budgets']['final_num_cho']   # float32 arithmetic, bit for bit
     assert info['task_budgets'].tolist() == dt['budgets']['task_budget_int'] == [40, 29, 64]
     np.testing.assert_array_equal(np.sort(ref_run.indices), dt['selected'])
+    assert (ref_run.params['budget'], len(ref_run), ref_run.shortfall) == (135, 133, 2)   # truncation, stated
+    assert 'truncate' in ref_run.shortfall_reason and ref_run.params['preset'] == 'official'
     n_t = np.bincount(dt['tasks'])[dt['tasks']]
     step = 1.0 / (n_t * (dt['R'] + 2))
     diff = np.abs(info['fused_scores'] - dt['fused'])
@@ -71,22 +82,51 @@ def test_selection_order_and_scores(dt, ref_run):
         sc = ref_run.scores[tasks == t]
         assert (np.diff(sc) <= 0).all()   # descending score within a task
     np.testing.assert_array_equal(ref_run.scores, ref_run.info['fused_scores'][ref_run.indices])
+    for key in ('uniqueness', 'representativeness'):
+        np.testing.assert_array_equal(ref_run.per_pick[key], ref_run.info[key][ref_run.indices])
+    np.testing.assert_array_equal(ref_run.per_pick['informativeness'], dt['s'][ref_run.indices])
+    np.testing.assert_array_equal(ref_run.per_pick['cluster'], dt['labels'][ref_run.indices])
+    np.testing.assert_array_equal(ref_run.per_pick['task'], dt['tasks'][ref_run.indices])
 
 
 def test_paper_preset_and_options(dt, ref_run):
-    paper = datatailor(dt['X'], dt['tasks'], dt['s'], dt['tau'], dt['R'], budget=0.15)
-    assert paper.info['task_budgets'].tolist() == [41, 30, 64] and len(paper) == 135
-    assert paper.info['params']['variant'] == 'paper'
-    # the reference preset is the sum of its options
-    mixed = datatailor(dt['X'], dt['tasks'], dt['s'], dt['tau'], dt['R'], variant='reference', budget_rounding='truncate',
-                       score_dtype='float32', cluster_method='exact')
+    paper = datatailor(dt['X'], 0.15, **inputs(dt))
+    assert paper.info['task_budgets'].tolist() == [41, 30, 64] and len(paper) == 135 and paper.shortfall == 0
+    assert paper.params['variant'] == 'paper' and paper.params['preset'] == 'paper'
+    # the official preset is the sum of its options
+    mixed = datatailor(dt['X'], 0.15, variant='official', budget_rounding='truncate', score_dtype='float32',
+                       cluster_method='exact', **inputs(dt))
     np.testing.assert_array_equal(mixed.indices, ref_run.indices)
+    # an explicit option beats the preset
+    one = datatailor(dt['X'], 0.15, preset='official', variant='paper', **inputs(dt))
+    assert one.params['variant'] == 'paper' and one.params['budget_rounding'] == 'truncate'
+    assert not np.array_equal(np.sort(one.indices), np.sort(ref_run.indices))
     # given labels skip the clustering; index groups work as tasks
-    given = datatailor(dt['X'], [range(0, 300), range(300, 520), range(520, 900)], dt['s'], dt['tau'], dt['R'],
-                       reference=True, labels=dt['labels'])
+    given = datatailor(dt['X'], 0.15, preset='official', labels=dt['labels'],
+                       **inputs(dt, tasks=[range(0, 300), range(300, 520), range(520, 900)]))
     np.testing.assert_array_equal(given.indices, ref_run.indices)
-    counted = datatailor(dt['X'], dt['tasks'], dt['s'], dt['tau'], dt['R'], budget=50)
+    counted = datatailor(dt['X'], 50, **inputs(dt))
     assert counted.info['task_budgets'].sum() == len(counted) == 50
+
+
+def test_registered_with_inputs(dt, ref_run):
+    info = REGISTRY['datatailor']
+    assert info.function is datatailor and set(info.required) == {'tasks', 'informativeness', 'tau'}
+    assert info.inputs == {'tasks': 'labels', 'informativeness': 'scores', 'tau': 'scores', 'rounds': 'rounds'}
+    assert info.presets['official']['variant'] == 'official' and info.presets['paper']['cluster_method'] == 'auto'
+    via = datasel.select('datatailor', dt['X'], 0.15, preset='official', **inputs(dt))
+    np.testing.assert_array_equal(via.indices, ref_run.indices)
+    with pytest.raises(InputError, match='tau'):
+        datasel.select('datatailor', dt['X'], 0.15, tasks=dt['tasks'], informativeness=dt['s'])
+
+
+def test_memory_mapped_float16(dt, tmp_path):
+    mm = np.lib.format.open_memmap(tmp_path / 'X.npy', mode='w+', dtype=np.float16, shape=dt['X'].shape)
+    mm[:] = dt['X']; mm.flush(); del mm
+    X16 = np.load(tmp_path / 'X.npy', mmap_mode='r')
+    on_disk = datatailor(X16, 0.15, **inputs(dt))
+    np.testing.assert_array_equal(on_disk.indices, datatailor(np.asarray(X16), 0.15, **inputs(dt)).indices)
+    assert np.isfinite(on_disk.scores).all()
 
 
 # ---------------------------------------------------------------- informativeness
@@ -213,12 +253,12 @@ def test_labels_global_in_task_order():
 def test_degenerate_clusters_have_defined_values():
     X = np.array([[0.], [1.], [3.], [10.]], dtype=np.float32)
     s = np.array([1., 2., 3., 4.])
-    u = uniqueness(X, [0, 0, 0, 1], s)
+    u = uniqueness(X, [0, 0, 0, 1], s, variant='official')
     np.testing.assert_allclose(u, [11 / 4, 7 / 4, 7 / 4, 4.0], rtol=1e-6)   # 1-member cluster: its mean s
-    assert uniqueness(X, [0, 0, 0, 1], s, variant='paper')[3] == 0.0
-    np.testing.assert_array_equal(uniqueness(np.ones((3, 2)), [0, 0, 0], s[:3]), [2.0, 2.0, 2.0])
+    assert uniqueness(X, [0, 0, 0, 1], s)[3] == 0.0
+    np.testing.assert_array_equal(uniqueness(np.ones((3, 2)), [0, 0, 0], s[:3], variant='official'), [2.0, 2.0, 2.0])
     np.testing.assert_array_equal(cluster_representativeness(X, [0, 0, 0, 1], [0, 0, 0, 1]), [1.0, 1.0])
-    rep = representativeness(X, [0, 0, 1, 2], [0, 0, 0, 1], s)
+    rep = representativeness(X, [0, 0, 1, 2], [0, 0, 0, 1], s, variant='official')
     assert np.isfinite(rep).all() and rep[3] == 4.0
 
 
@@ -226,9 +266,9 @@ def test_degenerate_tasks_give_finite_selection():
     rng = np.random.default_rng(7)
     X = np.vstack([np.ones((6, 4)), rng.normal(size=(10, 4)), [[5, 5, 5, 5]]]).astype(np.float32)
     tasks = [0] * 6 + [1] * 10 + [2]   # all-identical task (one cluster), a normal one, a 1-sample task
-    for reference in (False, True):
-        sel = datatailor(X, tasks, rng.gamma(2, size=17), rng.uniform(0.3, 1, size=17), rng.integers(1, 4, size=17),
-                         budget=0.5, reference=reference)
+    for preset in ('paper', 'official'):
+        sel = datatailor(X, 0.5, tasks=tasks, informativeness=rng.gamma(2, size=17), tau=rng.uniform(0.3, 1, size=17),
+                         rounds=rng.integers(1, 4, size=17), preset=preset)
         for key in ('uniqueness', 'representativeness', 'fused_scores'):
             assert np.isfinite(sel.info[key]).all(), key
         assert sel.info['labels'][:6].tolist() == [1] * 6 and sel.info['labels'][-1] == sel.info['labels'].max()
@@ -248,84 +288,56 @@ def test_rank_percentiles_and_fusion():
 
 def test_tie_break_in_selection():
     X = np.zeros((4, 2), dtype=np.float32)
-    sel = datatailor(X, [0, 0, 0, 0], np.ones(4), np.ones(4), budget=2)
+    sel = datatailor(X, 2, tasks=[0, 0, 0, 0], informativeness=np.ones(4), tau=np.ones(4))
     assert sel.indices.tolist() == [3, 2]   # all ranks tie at row order; the highest percentiles win, stable order
 
 
 # ---------------------------------------------------------------- bad inputs
-def test_bad_inputs(dt):
-    X, T, s, tau = dt['X'][:20], dt['tasks'][:20], dt['s'][:20], dt['tau'][:20]
-    bad_X = X.copy(); bad_X[3, 0] = np.nan
-    with pytest.raises(InputError, match='features: 1 row'):
-        datatailor(bad_X, T, s, tau)
-    with pytest.raises(InputError, match='info: 1 value'):
-        datatailor(X, T, np.where(np.arange(20) == 2, np.nan, s), tau)
-    with pytest.raises(InputError, match='tau: expected 20 values'):
-        datatailor(X, T, s, tau[:19])
-    with pytest.raises(InputError, match='tasks: expected 20 values'):
-        datatailor(X, T[:19], s, tau)
-    with pytest.raises(InputError, match='task 1 is empty'):
-        datatailor(X, [range(0, 20), []], s, tau)
+@pytest.mark.parametrize('change, match', [
+    (dict(X='nan'), 'X: 1 row'),
+    (dict(informativeness='nan'), 'informativeness: 1 value'),
+    (dict(informativeness='negative'), 'informativeness: expected non-negative'),
+    (dict(tau='short'), 'tau: expected 20 values'),
+    (dict(tasks='short'), 'tasks: expected 20 values'),
+    (dict(tasks=[range(0, 20), []]), 'task 1 is empty'),
+    (dict(budget=0), 'budget'), (dict(budget=1.5), 'budget'), (dict(budget=-0.1), 'budget'), (dict(budget=21), 'budget'),
+    (dict(rounds=np.full(20, -1)), 'rounds: expected non-negative integers'),
+    (dict(variant='reference'), 'variant'),
+    (dict(budget_rounding='floor'), 'budget_rounding'),
+    (dict(cluster_method='single'), 'cluster_method'),
+    (dict(threshold=0), 'threshold'),
+    (dict(preset='reference'), 'preset'),
+])
+def test_bad_inputs(dt, change, match):
+    X, args = dt['X'][:20].copy(), {'budget': 5, 'tasks': dt['tasks'][:20], 'informativeness': dt['s'][:20].copy(), 'tau': dt['tau'][:20]}
+    for key, value in change.items():
+        if isinstance(value, str) and value == 'nan' and key == 'X': X[3, 0] = np.nan
+        elif isinstance(value, str) and value == 'nan': args[key] = np.where(np.arange(20) == 2, np.nan, args[key])
+        elif isinstance(value, str) and value == 'negative': args[key] = -args[key]
+        elif isinstance(value, str) and value == 'short': args[key] = args[key][:19]
+        else: args[key] = value
+    with pytest.raises(InputError, match=match):
+        datatailor(X, args.pop('budget'), **args)
+
+
+def test_bad_helper_inputs(dt):
+    X, T = dt['X'][:20], dt['tasks'][:20]
     with pytest.raises(InputError, match='task 1 is empty'):
         task_codes([range(0, 20), range(20, 20)], 20)
-    for ratio in (0, 1.5, -0.1, 21):
-        with pytest.raises(InputError, match='budget'):
-            datatailor(X, T, s, tau, budget=ratio)
-    with pytest.raises(InputError, match='rounds: expected non-negative integers'):
-        datatailor(X, T, s, tau, rounds=np.full(20, -1))
-    with pytest.raises(InputError, match='info: expected non-negative'):
-        datatailor(X, T, -s, tau)
-    with pytest.raises(InputError, match='variant'):
-        datatailor(X, T, s, tau, variant='both')
     with pytest.raises(InputError, match='threshold'):
         cluster_within_tasks(X, T, threshold=0)
     with pytest.raises(InputError, match='method'):
         cluster_within_tasks(X, T, method='single')
     with pytest.raises(InputError, match='micro_clusters'):
         two_level_ward(X, micro_clusters=0)
+    with pytest.raises(InputError, match='variant'):
+        uniqueness(X, np.zeros(20, int), dt['s'][:20], variant='reference')
 
 
-# ---------------------------------------------------------------- from records
-def _records(n=24):
-    kinds = ['shape', 'color', 'yes_no']
-    return [{'id': str(i), 'image': f'{i}.png', 'meta': {'question_kind': kinds[i % 3]},
-             'messages': ([{'role': 'system', 'content': 'be brief'}] if i % 4 == 0 else []) +
-                         [{'role': 'user', 'content': 'q ' * (1 + i % 5)}, {'role': 'assistant', 'content': 'a'}] * (1 + i % 3)}
-            for i in range(n)]
-
-
-def _states(records):
-    return [np.random.default_rng(int(r['id'])).normal(size=(8 + int(r['id']) % 6, 12)) for r in records]
-
-
-def test_from_records_matches_arrays():
-    recs = _records()
-    sel = datatailor_from_records(recs, tasks='question_kind', budget=0.25, states_fn=_states, reference=True)
-    states = _states(recs)
-    info, tau = informativeness(states)
-    X = np.stack([h[-1] for h in states]).astype(np.float32)
-    rounds = [1 + i % 3 for i in range(24)]
-    assert sel.info['rounds'].tolist() == rounds
-    direct = datatailor(X, [r['meta']['question_kind'] for r in recs], info, tau, rounds, budget=0.25, reference=True)
-    np.testing.assert_array_equal(sel.indices, direct.indices)
-    np.testing.assert_array_equal(sel.info['tau'], tau)
-    by_function = datatailor_from_records(recs, tasks=lambda r: r['meta']['question_kind'], budget=0.25, states_fn=_states,
-                                          reference=True)
-    np.testing.assert_array_equal(by_function.indices, sel.indices)
-    assert qa_rounds({'conversations': [{'from': 'human'}, {'from': 'gpt'}] * 3}) == 3
-    with pytest.raises(InputError, match="no meta field 'task'"):
-        datatailor_from_records(recs, tasks='task', states_fn=_states)
-    with pytest.raises(InputError, match='states_fn: expected a list of 24'):
-        datatailor_from_records(recs, states_fn=lambda r: _states(r)[:-1])
-    with pytest.raises(InputError, match='records: got an empty list'):
-        datatailor_from_records([], states_fn=_states)
-
-
-@pytest.mark.slow
-def test_from_records_with_a_causal_lm():
-    from datasel.models.assets import load_causal_lm
-    model, tokenizer = load_causal_lm()
-    recs = _records(12)
-    sel = datatailor_from_records(recs, model, tokenizer, tasks='question_kind', budget=0.25, progress=False)
-    assert len(sel) == 3 and np.isfinite(sel.info['fused_scores']).all()
-    assert (sel.info['informativeness'] > 0).all() and ((sel.info['tau'] > 0) & (sel.info['tau'] <= 1)).all()
+def test_last_token_features():
+    rng = np.random.default_rng(9)
+    H = [rng.normal(size=(L, 5)) for L in (1, 4, 7)]
+    np.testing.assert_array_equal(last_token_features(H), np.stack([h[-1] for h in H]).astype(np.float32))
+    padded = np.zeros((3, 7, 5))
+    for i, h in enumerate(H): padded[i, :len(h)] = h
+    np.testing.assert_array_equal(last_token_features(padded, lengths=[1, 4, 7]), last_token_features(H))

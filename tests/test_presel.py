@@ -1,12 +1,15 @@
-"""PreSel: fidelity to the official code's outputs (tests/golden), the paper allocation, the cases the official code
-mishandles, bad inputs, and the records pipeline with a fake scorer."""
+"""PreSel: fidelity to the official code's outputs (tests/golden) through preset='official', the paper allocation, the
+cases the official code mishandles, the contract (budget, presets, registry, memory-mapped input), and bad inputs."""
 import json
+import tracemalloc
 import numpy as np
 import pytest
 
+import datasel
 from datasel.core import InputError, Selection
-from datasel.selectors.presel import (draw_reference_units, image_units, instruction_relevance, neighbor_centrality, presel,
-                            presel_cluster_split, presel_pipeline, presel_task_split, question_free_record, task_weights)
+from datasel.registry import REGISTRY
+from datasel.selectors.presel import (instruction_relevance, neighbor_centrality, presel, presel_cluster_split,
+                                      presel_task_split, task_weights)
 
 
 @pytest.fixture(scope='module')
@@ -30,8 +33,12 @@ def canonical_rows(X):
 
 
 def run_gold(gold, **kw):
-    w = task_weights(gold['irs'])
-    return presel(gold['pool'], gold['tasks'], 300, w, reference_set=gold['reference'], labels=gold['labels'], **kw)
+    return presel(gold['pool'], 300, tasks=gold['tasks'], task_weights=task_weights(gold['irs']),
+                  reference_set=gold['reference'], labels=gold['labels'], **kw)
+
+
+def picks_of_task(sel, t):
+    return sel.indices[sel.per_pick['task'] == t]
 
 
 # ---------------------------------------------------------------- fidelity
@@ -52,53 +59,61 @@ def test_task_budget_rules_match_official(gold, rnd):
     assert presel_task_split(w, r['N'], roomy, 'capped').tolist() == r['budget_allocate_samples']
 
 
-def test_reference_preset_reproduces_official_selection(gold):
-    sel = run_gold(gold, reference=True)
+def test_official_preset_reproduces_official_selection(gold):
+    sel = run_gold(gold, preset='official')
     canon = canonical_rows(gold['pool'])
     for t, rows in gold['selected']['selected_per_task'].items():
-        ours = sel.info['selected_per_task'][int(t)]
+        ours = picks_of_task(sel, int(t))
         assert len(ours) == len(rows)
         assert set(canon[ours].tolist()) == set(canon[rows].tolist()), f'task {t}'
     assert sel.info['task_budgets'].tolist() == gold['selected']['task_budget']
-    assert sel.info['n_clusters'].tolist() == [gold['selected']['n_clusters'][str(t)] for t in range(5)]
-    assert set(canon[sel.info['selected']].tolist()) == set(canon[gold['selected']['selected_all_sorted']].tolist())
-    assert sel.info['shortfall'] == 0 and len(sel.info['top_up']) == 0
+    assert [len(sel.info['cluster_budgets'][t]) for t in range(5)] == [gold['selected']['n_clusters'][str(t)] for t in range(5)]
+    assert set(canon[sel.indices].tolist()) == set(canon[gold['selected']['selected_all_sorted']].tolist())
+    assert sel.shortfall == 0 and len(sel.info['top_up']) == 0
+    assert sel.params['task_split'] == 'floor' and sel.params['cluster_split'] == 'round_repair' and sel.params['preset'] == 'official'
 
 
-def test_reference_preset_neighbor_centrality(gold):
-    nc = run_gold(gold, reference=True).info['nc']
+def test_official_preset_neighbor_centrality(gold):
+    sel = run_gold(gold, preset='official')
+    nc = sel.info['centrality']
     ref = np.isnan(gold['nc'])
     assert np.array_equal(np.isnan(nc), ref)
     assert np.array_equal(np.flatnonzero(ref), gold['reference'])
     np.testing.assert_allclose(nc[~ref], gold['nc'][~ref], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(sel.scores, nc[sel.indices])
+    np.testing.assert_array_equal(sel.per_pick['centrality'], nc[sel.indices])
 
 
-def test_training_set_is_picks_then_reference_set(gold):
-    sel = run_gold(gold, reference=True)
-    assert isinstance(sel, Selection) and sel.info['method'] == 'presel'
-    assert len(sel) == 300 + len(gold['reference'])
-    assert sel.indices[:300].tolist() == sel.info['selected'].tolist()
-    assert sel.indices[300:].tolist() == gold['reference'].tolist() == sel.info['reference_set'].tolist()
-    assert len(np.unique(sel.indices)) == len(sel)
+def test_selection_is_the_new_picks_and_training_set_adds_reference(gold):
+    sel = run_gold(gold, preset='official')
+    assert isinstance(sel, Selection) and sel.method == 'presel'
+    assert len(sel) == 300 == sel.params['budget']
+    assert not np.isin(sel.indices, gold['reference']).any()
+    assert sel.info['reference_set'].tolist() == gold['reference'].tolist()
+    train = sel.training_set()
+    assert train[:300].tolist() == sel.indices.tolist() and train[300:].tolist() == gold['reference'].tolist()
+    assert len(np.unique(train)) == len(train) == 448
 
 
-def test_paper_mode_on_golden_inputs(gold):
+def test_paper_preset_on_golden_inputs(gold):
     sel = run_gold(gold)
+    assert sel.params['preset'] == 'paper' and sel.params['task_split'] == 'capped'
     assert sel.info['task_budgets'].tolist() == gold['budgets']['rounds']['3']['budget_allocate_samples']
-    assert len(sel.info['selected']) == 300 and sel.info['shortfall'] == 0
-    assert not np.isin(sel.info['selected'], gold['reference']).any()
+    assert len(sel) == 300 and sel.shortfall == 0
+    assert not np.isin(sel.indices, gold['reference']).any()
     # every cluster keeps its highest-NC available members
-    nc, lab, tasks = sel.info['nc'], sel.info['labels'], gold['tasks']
-    chosen = np.zeros(len(nc), bool); chosen[sel.info['selected']] = True
+    nc, lab, tasks = sel.info['centrality'], sel.info['labels'], gold['tasks']
+    chosen = sel.mask(len(nc))
     for t in range(5):
-        for c in range(sel.info['n_clusters'][t]):
+        for c in range(len(sel.info['cluster_budgets'][t])):
             members = np.flatnonzero((tasks == t) & (lab == c) & np.isfinite(nc))
             assert chosen[members].sum() == sel.info['cluster_budgets'][t][c]
             if chosen[members].any() and (~chosen[members]).any():
                 assert nc[members][chosen[members]].min() >= nc[members][~chosen[members]].max()
+    assert (sel.per_pick['cluster'] == lab[sel.indices]).all() and (sel.per_pick['task'] == tasks[sel.indices]).all()
 
 
-# ---------------------------------------------------------------- cases the official code mishandles
+# ---------------------------------------------------------------- the contract
 
 def blobs(n_per=40, n_blobs=6, d=8, seed=0):
     rng = np.random.default_rng(seed)
@@ -107,47 +122,103 @@ def blobs(n_per=40, n_blobs=6, d=8, seed=0):
     return (centres[comp] + rng.normal(size=(len(comp), d))).astype(np.float32), comp
 
 
+def test_explicit_option_beats_preset():
+    X, comp = blobs()
+    tasks = np.where(np.arange(len(X)) < 20, 'rare', 'common')
+    w = {'rare': 0.9, 'common': 0.1}
+    mixed = presel(X, 50, tasks=tasks, task_weights=w, clusters=2, preset='official', task_split='capped')
+    assert mixed.params['task_split'] == 'capped' and mixed.params['cluster_split'] == 'round_repair'
+    assert mixed.info['task_budgets'].tolist() == presel(X, 50, tasks=tasks, task_weights=w, clusters=2).info['task_budgets'].tolist()
+    assert presel.presets['official'] == {'task_split': 'floor', 'cluster_split': 'round_repair', 'top_up': 'random'}
+
+
+def test_registered_with_inputs():
+    info = REGISTRY['presel']
+    assert info.function is presel and set(info.required) == {'tasks', 'task_weights'}
+    assert info.inputs == {'tasks': 'labels', 'task_weights': 'task_weights'}
+    assert info.presets['official']['task_split'] == 'floor' and info.summary.startswith('PreSel')
+    X, comp = blobs()
+    via = datasel.select('presel', X, 12, tasks=comp % 2, task_weights=[0.5, 0.5], clusters=2)
+    assert np.array_equal(via.indices, presel(X, 12, tasks=comp % 2, task_weights=[0.5, 0.5], clusters=2).indices)
+    with pytest.raises(InputError, match='task_weights'):
+        datasel.select('presel', X, 12, tasks=comp % 2)
+
+
+def test_fraction_budget_and_determinism():
+    X, comp = blobs(n_per=110, n_blobs=4)                            # one task of 440 -> 4 clusters
+    tasks = np.zeros(len(X), int)
+    a = presel(X, 40, tasks=tasks, task_weights=[1.0], seed=3)
+    assert len(a.info['cluster_budgets'][0]) == 4 and a.params['clusters'] == [4]
+    assert np.array_equal(a.indices, presel(X, 40, tasks=tasks, task_weights=[1.0], seed=3).indices)
+    # k-means finds the four blobs, so each gets 10 picks
+    assert sorted(np.bincount(comp[a.indices]).tolist()) == [10, 10, 10, 10]
+    assert len(presel(X, 0.1, tasks=tasks, task_weights=[1.0])) == 44
+    capped = presel(X[:5], 2, tasks=np.zeros(5, int), task_weights=[1.0], clusters=50)
+    assert len(capped.info['cluster_budgets'][0]) == 5
+
+
+def test_memory_mapped_float16_is_not_loaded_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    n, d = 8_000, 256
+    X = np.lib.format.open_memmap(tmp_path / 'X.npy', mode='w+', dtype=np.float16, shape=(n, d))
+    X[:] = rng.normal(size=(n, d)).astype(np.float16); X.flush(); del X
+    mm = np.load(tmp_path / 'X.npy', mmap_mode='r')
+    tasks = np.repeat(np.arange(8), n // 8)
+    kw = dict(tasks=tasks, task_weights=np.full(8, 1 / 8), labels=np.arange(n) // 100)   # given clusters: no k-means memory
+    tracemalloc.start()
+    sel = presel(mm, 80, **kw)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(sel) == 80
+    assert peak < 1.0 * mm.nbytes, peak / mm.nbytes     # one task in float32 is 1/8 x 2 = 0.25 X; float32 X would be 2 X
+    assert np.array_equal(sel.indices, presel(np.asarray(mm), 80, **kw).indices)
+
+
+# ---------------------------------------------------------------- cases the official code mishandles
+
 def test_one_member_clusters_are_defined():
     X, comp = blobs()
     labels = comp.copy()
     labels[[0, 50, 100]] = [10, 11, 12]      # three singleton clusters
     tasks = np.zeros(len(X), int)
-    for reference in (False, True):
-        sel = presel(X, tasks, 60, [1.0], labels=labels, reference=reference)
-        nc = sel.info['nc']
-        assert np.isfinite(nc).all()
-        assert (nc[[0, 50, 100]] == 0).all()
-        assert len(sel.info['selected']) == 60
+    for preset in ('paper', 'official'):
+        sel = presel(X, 60, tasks=tasks, task_weights=[1.0], labels=labels, preset=preset)
+        nc = sel.info['centrality']
+        assert np.isfinite(nc).all() and (nc[[0, 50, 100]] == 0).all() and len(sel) == 60
     assert neighbor_centrality(X[:1]).tolist() == [0.0]
     # a singleton cluster that earns a pick keeps its member: shares 5/6*5 -> 4 and 1/6*5 -> 1 under both rules
     small_labels = np.array([0, 0, 0, 0, 0, 1])
-    for reference in (False, True):
-        sel = presel(X[:6], np.zeros(6, int), 5, [1.0], labels=small_labels, reference=reference)
+    for preset in ('paper', 'official'):
+        sel = presel(X[:6], 5, tasks=np.zeros(6, int), task_weights=[1.0], labels=small_labels, preset=preset)
         assert sel.info['cluster_budgets'][0].tolist() == [4, 1]
-        assert 5 in sel.info['selected'].tolist() and sel.info['nc'][5] == 0.0
+        assert 5 in sel.indices.tolist() and sel.info['centrality'][5] == 0.0
 
 
 def test_task_budget_larger_than_task():
     X, comp = blobs()
     tasks = np.where(np.arange(len(X)) < 20, 'rare', 'common')
     ref = np.array([0, 1, 100, 101])
-    w = {'rare': 0.9, 'common': 0.1}
-    paper = presel(X, tasks, 50, w, reference_set=ref, clusters_per_task=2, seed=0)
+    kw = dict(tasks=tasks, task_weights={'rare': 0.9, 'common': 0.1}, reference_set=ref, clusters=2, seed=0)
+    paper = presel(X, 50, **kw)
     assert paper.info['task_budgets'].tolist() == [32, 18]          # rare capped at its 18 available, rest to common
-    assert paper.info['shortfall'] == 0 and len(paper.info['top_up']) == 0
-    assert len(paper.info['selected']) == 50
-    official = presel(X, tasks, 50, w, reference=True, reference_set=ref, clusters_per_task=2, seed=0)
+    assert len(paper.info['top_up']) == 0 and len(paper) == 50
+    official = presel(X, 50, preset='official', **kw)
     assert official.info['task_budgets'].tolist() == [5, 45]        # floor(0.1*50)=5, remainder to the top task
-    assert official.info['shortfall'] == 45 - 18
     top = official.info['top_up']
-    assert len(top) == 27 and len(official.info['selected']) == 50
+    assert len(top) == 27 and len(official) == 50 and official.shortfall == 0
     assert not np.isin(top, ref).any()
-    assert not np.isin(top, np.concatenate(list(official.info['selected_per_task'].values()))).any()
+    assert official.indices[-27:].tolist() == top.tolist()
+    assert len(np.unique(official.indices)) == 50
     assert (tasks[top] == 'common').all()                            # rare is exhausted, so the top-up comes from common
-    again = presel(X, tasks, 50, w, reference=True, reference_set=ref, clusters_per_task=2, seed=0)
-    assert np.array_equal(again.indices, official.indices)
-    other = presel(X, tasks, 50, w, reference=True, reference_set=ref, clusters_per_task=2, seed=1)
+    assert np.array_equal(presel(X, 50, preset='official', **kw).indices, official.indices)
+    other = presel(X, 50, preset='official', **dict(kw, seed=1))
     assert not np.array_equal(np.sort(other.info['top_up']), np.sort(top))
+    central = presel(X, 50, preset='official', top_up='central', **kw)
+    nc = central.info['centrality']
+    rest = np.setdiff1d(np.flatnonzero(np.isfinite(nc)), central.indices)
+    assert nc[central.info['top_up']].min() >= nc[rest].max()      # the most central of what was left
+    none = presel(X, 50, preset='official', top_up='none', **kw)
+    assert len(none) == 23 and none.shortfall == 27 and 'top_up' in none.shortfall_reason
 
 
 def test_deficit_larger_than_number_of_clusters():
@@ -156,17 +227,14 @@ def test_deficit_larger_than_number_of_clusters():
     X, comp = blobs(n_per=30, n_blobs=4)
     tasks = np.where(comp < 1, 'small', 'big')                      # small: 30 items, 2 clusters
     labels = np.where(comp < 1, np.arange(len(X)) % 2, comp)
-    w = {'small': 0.8, 'big': 0.2}
-    official = presel(X, tasks, 40, w, reference=True, labels=labels, seed=0)
-    b_small = official.info['task_budgets'][1]
-    assert b_small == 32 > 30
+    kw = dict(tasks=tasks, task_weights={'small': 0.8, 'big': 0.2}, labels=labels, seed=0)
+    official = presel(X, 40, preset='official', **kw)
+    assert official.info['task_budgets'][1] == 32 > 30
     assert official.info['cluster_budgets']['small'].tolist() == [15, 15]
-    assert official.info['shortfall'] == 2 and len(official.info['top_up']) == 2
-    paper = presel(X, tasks, 40, w, labels=labels, seed=0)
-    assert paper.info['shortfall'] == 0
-    assert paper.info['task_budgets'].tolist() == [10, 30]
-    assert sum(b.sum() for b in paper.info['cluster_budgets'].values()) == 40
-    assert len(paper.info['selected']) == 40
+    assert len(official.info['top_up']) == 2 and len(official) == 40
+    paper = presel(X, 40, **kw)
+    assert len(paper.info['top_up']) == 0 and paper.info['task_budgets'].tolist() == [10, 30]
+    assert sum(b.sum() for b in paper.info['cluster_budgets'].values()) == 40 == len(paper)
 
 
 def test_cluster_split_rules():
@@ -185,84 +253,72 @@ def test_lower_irs_gets_more_weight_and_budget():
     np.testing.assert_allclose(np.log(w[0] / w[1]), 0.2 * np.sqrt(3))
     X, comp = blobs()
     tasks = np.where(comp < 3, 0, 1)
-    sel = presel(X, tasks, 60, task_weights([0.8, 1.0]), clusters_per_task=2)
+    sel = presel(X, 60, tasks=tasks, task_weights=task_weights([0.8, 1.0]), clusters=2)
     assert sel.info['task_budgets'][0] > sel.info['task_budgets'][1]
-    flipped = presel(X, tasks, 60, task_weights([1.0, 0.8]), clusters_per_task=2)
+    flipped = presel(X, 60, tasks=tasks, task_weights=task_weights([1.0, 0.8]), clusters=2)
     assert flipped.info['task_budgets'][0] < flipped.info['task_budgets'][1]
-
-
-def test_kmeans_path_and_determinism():
-    X, comp = blobs(n_per=110, n_blobs=4)                            # one task of 440 -> 4 clusters
-    tasks = np.zeros(len(X), int)
-    a = presel(X, tasks, 40, [1.0], seed=3)
-    assert a.info['n_clusters'].tolist() == [4]
-    assert np.array_equal(a.indices, presel(X, tasks, 40, [1.0], seed=3).indices)
-    # k-means finds the four blobs, so each gets 10 picks
-    assert sorted(np.bincount(comp[a.info['selected']]).tolist()) == [10, 10, 10, 10]
-    capped = presel(X[:5], np.zeros(5, int), 2, [1.0], clusters_per_task=50)
-    assert capped.info['n_clusters'].tolist() == [5]
 
 
 def test_mapping_weights_and_string_tasks():
     X, comp = blobs()
     tasks = np.array(['x', 'y'])[comp % 2]
-    by_list = presel(X, tasks, 30, [0.3, 0.7], clusters_per_task=1)
-    by_map = presel(X, tasks, 30, {'y': 0.7, 'x': 0.3}, clusters_per_task=1)
+    by_list = presel(X, 30, tasks=tasks, task_weights=[0.3, 0.7], clusters=1)
+    by_map = presel(X, 30, tasks=tasks, task_weights={'y': 0.7, 'x': 0.3}, clusters=1)
     assert np.array_equal(by_list.indices, by_map.indices)
-    assert by_map.info['tasks'] == ['x', 'y']
-    unnormalised = presel(X, tasks, 30, [3.0, 7.0], clusters_per_task=1)
-    assert np.array_equal(unnormalised.indices, by_list.indices)
+    assert by_map.info['task_names'] == ['x', 'y'] and set(by_map.per_pick['task'].tolist()) == {'x', 'y'}
+    assert np.array_equal(presel(X, 30, tasks=tasks, task_weights=[3.0, 7.0], clusters=1).indices, by_list.indices)
 
 
 # ---------------------------------------------------------------- bad inputs
 
-def test_bad_inputs():
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(task_weights={0: 0.5, 1: 0.3, 2: 0.2}), 'task_weights: task'),
+    (dict(task_weights={0: 1.0}), 'task_weights: no weight'),
+    (dict(budget=231, reference_set=np.arange(10)), 'only 230 lie outside'),
+    (dict(budget=0), 'budget'),
+    (dict(budget=1.5), 'budget'),
+    (dict(task_weights=[0.2, 0.3, 0.5]), 'task_weights: expected 2 values'),
+    (dict(task_weights=[np.nan, 1.0]), 'task_weights.*NaN'),
+    (dict(task_weights=[-0.5, 1.5]), 'task_weights: expected non-negative'),
+    (dict(reference_set=[0, 240]), 'reference_set: indices'),
+    (dict(reference_set=[1, 1]), 'repeated'),
+    (dict(reference_set=np.ones(240, bool)), 'whole pool'),
+    (dict(neighbors=0), 'neighbors'),
+    (dict(restarts=0), 'restarts'),
+    (dict(labels=np.zeros(5, int)), 'labels: expected 240'),
+    (dict(clusters=[1, 0]), 'clusters'),
+    (dict(task_split='equal'), 'task_split'),
+    (dict(top_up='best'), 'top_up'),
+    (dict(preset='reference'), 'preset'),
+    (dict(seed=-1), 'seed'),
+])
+def test_bad_inputs(kwargs, match):
+    X, comp = blobs()
+    args = dict(budget=10, tasks=comp % 2, task_weights=[0.5, 0.5])
+    args.update(kwargs)
+    with pytest.raises(InputError, match=match):
+        presel(X, args.pop('budget'), **args)
+
+
+def test_bad_arrays():
     X, comp = blobs()
     tasks = comp % 2
-    with pytest.raises(InputError, match='weights: task'):                     # a task with no samples
-        presel(X, tasks, 10, {0: 0.5, 1: 0.3, 2: 0.2})
-    with pytest.raises(InputError, match='weights: no weight'):
-        presel(X, tasks, 10, {0: 1.0})
-    with pytest.raises(InputError, match='only 230 lie outside'):
-        presel(X, tasks, 231, [0.5, 0.5], reference_set=np.arange(10))
-    with pytest.raises(InputError, match='budget'):
-        presel(X, tasks, 0, [0.5, 0.5])
-    with pytest.raises(InputError, match='weights: expected 2 values'):
-        presel(X, tasks, 10, [0.2, 0.3, 0.5])
-    with pytest.raises(InputError, match='weights.*NaN'):
-        presel(X, tasks, 10, [np.nan, 1.0])
-    with pytest.raises(InputError, match='weights: expected non-negative'):
-        presel(X, tasks, 10, [-0.5, 1.5])
     Xbad = X.copy(); Xbad[3, 2] = np.nan
-    with pytest.raises(InputError, match='features.*NaN'):
-        presel(Xbad, tasks, 10, [0.5, 0.5])
+    with pytest.raises(InputError, match='X.*NaN'):
+        presel(Xbad, 10, tasks=tasks, task_weights=[0.5, 0.5])
     with pytest.raises(InputError, match='tasks: expected 240'):
-        presel(X, tasks[:-1], 10, [0.5, 0.5])
-    with pytest.raises(InputError, match='features'):
-        presel(np.zeros((0, 4)), [], 1, [])
-    with pytest.raises(InputError, match='reference_set: indices'):
-        presel(X, tasks, 10, [0.5, 0.5], reference_set=[0, 240])
-    with pytest.raises(InputError, match='repeated'):
-        presel(X, tasks, 10, [0.5, 0.5], reference_set=[1, 1])
-    with pytest.raises(InputError, match='whole pool'):
-        presel(X, tasks, 10, [0.5, 0.5], reference_set=np.ones(240, bool))
-    with pytest.raises(InputError, match='neighbors'):
-        presel(X, tasks, 10, [0.5, 0.5], neighbors=0)
-    with pytest.raises(InputError, match='labels: expected 240'):
-        presel(X, tasks, 10, [0.5, 0.5], labels=np.zeros(5, int))
-    with pytest.raises(InputError, match='either labels or clusters_per_task'):
-        presel(X, tasks, 10, [0.5, 0.5], labels=comp, clusters_per_task=2)
-    with pytest.raises(InputError, match='clusters_per_task'):
-        presel(X, tasks, 10, [0.5, 0.5], clusters_per_task=[1, 0])
-    with pytest.raises(InputError, match='task_split'):
-        presel(X, tasks, 10, [0.5, 0.5], task_split='equal')
+        presel(X, 10, tasks=tasks[:-1], task_weights=[0.5, 0.5])
+    with pytest.raises(InputError, match='X'):
+        presel(np.zeros((0, 4)), 1, tasks=[], task_weights=[])
+    with pytest.raises(InputError, match='either labels or clusters'):
+        presel(X, 10, tasks=tasks, task_weights=[0.5, 0.5], labels=comp, clusters=2)
     with pytest.raises(InputError, match='tau'):
         task_weights([1.0, 2.0], tau=-1)
     with pytest.raises(InputError, match='mean_irs_per_task'):
         task_weights([])
 
 
-# ---------------------------------------------------------------- IRS and the question-free copy
+# ---------------------------------------------------------------- IRS and centrality
 
 def test_instruction_relevance():
     np.testing.assert_allclose(instruction_relevance([1.0, 3.0], [2.0, 2.0]), [0.5, 1.5])
@@ -276,22 +332,6 @@ def test_instruction_relevance():
         instruction_relevance([1.0, 1.0], [1.0])
 
 
-def test_question_free_record_follows_remove_instruction():
-    rec = {'id': 'r', 'image': None, 'format': 'llava', 'meta': {'k': 1},
-           'messages': [{'role': 'system', 'content': 'sys'},
-                        {'role': 'user', 'content': 'first, no image'}, {'role': 'assistant', 'content': 'A1'},
-                        {'role': 'user', 'content': 'Look: <image>\nWhat?'}, {'role': 'assistant', 'content': 'A2'},
-                        {'role': 'user', 'content': 'another <image>'}, {'role': 'assistant', 'content': 'A3'}]}
-    out = question_free_record(rec)
-    assert out['messages'] == [{'role': 'user', 'content': '<image>'}, {'role': 'assistant', 'content': 'A1 A2 A3'}]
-    assert out['meta'] == {'k': 1, 'question_free': True} and rec['meta'] == {'k': 1}
-    assert len(rec['messages']) == 7 and out['format'] == 'llava'
-    with pytest.raises(InputError, match='messages'):
-        question_free_record({'conversations': [{'from': 'human', 'value': '<image>'}]})
-    with pytest.raises(InputError, match='no assistant turn'):
-        question_free_record({'id': 'x', 'messages': [{'role': 'user', 'content': '<image>'}]})
-
-
 def test_neighbor_centrality_matches_brute_force():
     rng = np.random.default_rng(5)
     X = rng.normal(size=(30, 6)).astype(np.float32)
@@ -299,113 +339,5 @@ def test_neighbor_centrality_matches_brute_force():
     S = Xn.astype(np.float64) @ Xn.T.astype(np.float64)
     np.fill_diagonal(S, -np.inf)
     for k in (1, 5, 29, 100):
-        kk = min(k, 29)
-        expected = np.sort(S, axis=1)[:, ::-1][:, :kk].mean(1)
+        expected = np.sort(S, axis=1)[:, ::-1][:, :min(k, 29)].mean(1)
         np.testing.assert_allclose(neighbor_centrality(X, k), expected, atol=1e-6)
-
-
-# ---------------------------------------------------------------- the pipeline
-
-KIND_FACTOR = {'shape': 0.5, 'color': 0.7, 'yes_no': 0.95}
-
-
-def fake_scorer(records):
-    "Loss 2 without the question; the question divides it by a per-kind factor."
-    return [2.0 * (1.0 if r['meta'].get('question_free') else KIND_FACTOR[r['meta']['question_kind']]) for r in records]
-
-
-def vqa_record(img, kind, j):
-    return {'id': f'{img}-{j}', 'image': f'img/{img}.png', 'format': 'llava',
-            'meta': {'image_id': img, 'question_kind': kind},
-            'messages': [{'role': 'user', 'content': f'<image>\nq{j}'}, {'role': 'assistant', 'content': f'a{j}'}]}
-
-
-@pytest.fixture(scope='module')
-def fake_pool():
-    kinds = list(KIND_FACTOR)
-    recs = [vqa_record(img, kinds[(img + j) % 3] if j < 2 else kinds[img % 3], j) for img in range(300) for j in range(3)]
-    feats = np.random.default_rng(0).normal(size=(300, 12)).astype(np.float32)
-    return recs, feats
-
-
-def test_pipeline_by_image(fake_pool):
-    recs, feats = fake_pool
-    calls = []
-    def scorer(batch):
-        calls.append(len(batch)); return fake_scorer(batch)
-    res = presel_pipeline(recs, 'question_kind', feats, scorer, 45, seed=0)
-    units = res.units
-    assert len(units) == 300 and units.image_ids == list(range(300))
-    assert units.unit_task == [['shape', 'color', 'yes_no'][i % 3] for i in range(300)]   # majority of each image
-    ref_units = res.selection.info['reference_set']
-    assert np.bincount(np.arange(300)[ref_units] % 3).tolist() == [5, 5, 5]              # int(0.05 * 100) per task
-    assert calls == [45, 45]                                                              # 15 images x 3 records, twice
-    # IRS of a reference image mixes its record kinds; the task ranking follows the kind factors
-    assert res.weights['shape'] > res.weights['color'] > res.weights['yes_no']
-    assert len(res.selected_image_ids) == 45 and not set(res.selected_image_ids) & set(res.reference_image_ids)
-    assert len(res.records) == 3 * (45 + 15)
-    chosen = set(res.selected_image_ids) | set(res.reference_image_ids)
-    assert {r['meta']['image_id'] for r in res.records} == chosen
-    assert [r['meta']['image_id'] for r in res.records[:3]] == [res.selected_image_ids[0]] * 3
-    again = presel_pipeline(recs, 'question_kind', feats, fake_scorer, 45, seed=0)
-    assert again.selected_image_ids == res.selected_image_ids
-
-
-def test_pipeline_by_image_task_and_feature_forms(fake_pool):
-    recs, feats = fake_pool
-    res = presel_pipeline(recs, 'question_kind', feats, fake_scorer, 30, unit='image_task', seed=1)
-    np.testing.assert_allclose([res.task_irs[k] for k in KIND_FACTOR], list(KIND_FACTOR.values()))
-    assert res.selection.info['task_budgets'].sum() == 30
-    as_map = presel_pipeline(recs, 'question_kind', {i: feats[i] for i in range(300)}, fake_scorer, 30,
-                             unit='image_task', seed=1)
-    as_fn = presel_pipeline(recs, 'question_kind', lambda refs: feats[[int(p[4:-4]) for p in refs]], fake_scorer, 30,
-                            unit='image_task', seed=1)
-    assert as_map.selected_image_ids == res.selected_image_ids == as_fn.selected_image_ids
-    official = presel_pipeline(recs, 'question_kind', feats, fake_scorer, 30, unit='image_task', seed=1, reference=True)
-    assert len(official.selection.info['selected']) == 30
-
-
-def test_pipeline_errors(fake_pool):
-    recs, feats = fake_pool
-    with pytest.raises(InputError, match='scorer\\(records\\)'):
-        presel_pipeline(recs, 'question_kind', feats, lambda b: [1.0], 10)
-    with pytest.raises(InputError, match='loss_without_question'):
-        presel_pipeline(recs, 'question_kind', feats, lambda b: [1.0 if not r['meta'].get('question_free') else 0.0 for r in b], 10)
-    with pytest.raises(InputError, match='image_features: expected 300 rows'):
-        presel_pipeline(recs, 'question_kind', feats[:10], fake_scorer, 10)
-    with pytest.raises(InputError, match='image_features: no vector'):
-        presel_pipeline(recs, 'question_kind', {0: feats[0]}, fake_scorer, 10)
-    with pytest.raises(InputError, match='reference_fraction'):
-        presel_pipeline(recs, 'question_kind', feats, fake_scorer, 10, reference_fraction=0)
-    with pytest.raises(InputError, match='tasks_or_key: expected 900'):
-        presel_pipeline(recs, ['a'], feats, fake_scorer, 10)
-    with pytest.raises(InputError, match='no image id'):
-        image_units([{'messages': [], 'image': None, 'meta': {'question_kind': 'a'}}], 'question_kind')
-
-
-def test_draw_reference_units():
-    tasks = ['a'] * 100 + ['b'] * 40 + ['c'] * 3
-    ref = draw_reference_units(tasks, 0.05, seed=0)
-    assert np.bincount(np.array(tasks)[ref] == 'a').tolist()[1] == 5
-    assert [int(np.sum(np.array(tasks)[ref] == t)) for t in 'abc'] == [5, 2, 1]
-    assert np.array_equal(ref, draw_reference_units(tasks, 0.05, seed=0))
-    assert not np.array_equal(ref, draw_reference_units(tasks, 0.05, seed=1))
-
-
-def test_pipeline_on_easy_vqa():
-    assets = pytest.importorskip('datasel.models.assets')
-    records = assets.load_easy_vqa('train', max_records=1500)
-    units = image_units(records, 'question_kind', unit='image_task')
-    ids = units.image_ids
-    feats = np.random.default_rng(0).normal(size=(len(ids), 16)).astype(np.float32)
-    res = presel_pipeline(records, 'question_kind', feats, fake_scorer, 0.1, unit='image_task', seed=0)
-    assert set(res.task_irs) == set(KIND_FACTOR)
-    assert res.weights['shape'] > res.weights['yes_no']
-    n_new = res.selection.info['params']['budget']
-    assert n_new == round(0.1 * len(units)) and len(res.selection.info['selected']) == n_new
-    assert set(res.selected_image_ids) <= set(ids)
-    picked_units = set(res.selection.indices.tolist())
-    expected = [i for u in res.selection.indices.tolist() for i in units.unit_records[u].tolist()]
-    assert [id(r) for r in res.records] == [id(records[i]) for i in expected]
-    assert all(r['meta']['question_kind'] == units.unit_task[u] for u in picked_units for r in
-               (records[i] for i in units.unit_records[u]))

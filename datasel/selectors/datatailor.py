@@ -6,20 +6,22 @@ representative of their task, with a budget per task."""
 # %% ../../nbs/15_datatailor.ipynb #00000002
 from __future__ import annotations
 import contextlib, numbers, time, warnings
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from scipy.cluster.hierarchy import fcluster
 from scipy.special import entr
-from ..core import InputError, Selection, as_embeddings, as_labels, as_scores, resolve_budget
+from ..core import (PRESET, InputError, Selection, as_embeddings, as_labels, as_scores, check_choice, check_int,
+                          check_number, resolve_budget, with_presets)
+from ..registry import register
 from ..geometry.neighbors import kmeans, pairwise, pairwise_blocks
 from ..geometry.budget import split_budget, truncated_budgets
 
 # %% auto #0
-__all__ = ['ROUTES', 'CLUSTER_METHODS', 'VARIANTS', 'PRESETS', 'BUDGET_ROUNDINGS', 'FUSIONS', 'SCORE_DTYPES',
-           'singular_value_entropy', 'informativeness', 'weighted_ward', 'exact_ward', 'default_micro_clusters',
+__all__ = ['ROUTES', 'CLUSTER_METHODS', 'VARIANTS', 'BUDGET_ROUNDINGS', 'FUSIONS', 'SCORE_DTYPES', 'singular_value_entropy',
+           'informativeness', 'last_token_features', 'weighted_ward', 'exact_ward', 'default_micro_clusters',
            'two_level_ward', 'cut_ward', 'task_codes', 'cluster_within_tasks', 'uniqueness',
            'cluster_representativeness', 'representativeness', 'rank_percentiles', 'task_budget_shares', 'fuse_scores',
-           'datatailor', 'qa_rounds', 'datatailor_from_records']
+           'datatailor']
 
 # %% ../../nbs/15_datatailor.ipynb #00000005
 def singular_value_entropy(singular_values: np.ndarray, # (b, m) non-negative singular values per row; zeros allowed
@@ -30,7 +32,7 @@ def singular_value_entropy(singular_values: np.ndarray, # (b, m) non-negative si
     p = s / total
     return entr(p).sum(axis=1), p.max(axis=1)
 
-# %% ../../nbs/15_datatailor.ipynb #00000008
+# %% ../../nbs/15_datatailor.ipynb #00000009
 def _float_array(x: Any, name: str) -> np.ndarray:
     "A numpy float array from numpy or torch input (bfloat16 / float16 tensors are widened to float32)."
     if hasattr(x, 'detach'):
@@ -68,6 +70,7 @@ def _token_samples(token_states: Any, lengths: Any) -> tuple[Callable[[int], np.
         lens = lens.astype(np.int64)
     return (lambda i: A[i, :lens[i]]), lens, d
 
+# %% ../../nbs/15_datatailor.ipynb #0000000c
 def _length_batches(lengths: np.ndarray, d: int, max_bytes: int) -> Iterator[np.ndarray]:
     "Samples sorted by length, cut into batches of similar length that fit in `max_bytes` once padded."
     order = np.argsort(lengths, kind='stable')
@@ -83,15 +86,16 @@ def _length_batches(lengths: np.ndarray, d: int, max_bytes: int) -> Iterator[np.
         yield order[start:stop]
         start = stop
 
-# %% ../../nbs/15_datatailor.ipynb #00000009
-ROUTES = ('gram', 'svd')
-
+# %% ../../nbs/15_datatailor.ipynb #0000000e
 def _blas_threads(n: int | None):
     "Limit BLAS/LAPACK threads while many small matrices are processed (None: leave them as they are)."
     if n is None: return contextlib.nullcontext()
     try: from threadpoolctl import threadpool_limits
     except ImportError: return contextlib.nullcontext()
     return threadpool_limits(int(n), user_api='blas')
+
+# %% ../../nbs/15_datatailor.ipynb #0000000f
+ROUTES = ('gram', 'svd')
 
 def informativeness(token_states: Sequence | np.ndarray, # list of (L_i, d) arrays, or a padded 3-D array (n, L, d)
                     lengths: Sequence[int] | np.ndarray | None = None, # valid rows of each sample of a 3-D array (None: all L)
@@ -126,7 +130,15 @@ def informativeness(token_states: Sequence | np.ndarray, # list of (L_i, d) arra
             info[batch], tau[batch] = singular_value_entropy(sv)
     return info, tau
 
-# %% ../../nbs/15_datatailor.ipynb #0000000d
+# %% ../../nbs/15_datatailor.ipynb #00000014
+def last_token_features(token_states: Sequence | np.ndarray, # list of (L_i, d) arrays, or a padded 3-D array (n, L, d)
+                        lengths: Sequence[int] | np.ndarray | None = None, # valid rows of each sample of a 3-D array (None: all L)
+                       ) -> np.ndarray:
+    "The last valid token state of every sample, float32 (n, d): DataTailor's clustering features."
+    sample, lens, d = _token_samples(token_states, lengths)
+    return np.stack([np.asarray(sample(i)[-1], dtype=np.float32) for i in range(len(lens))])
+
+# %% ../../nbs/15_datatailor.ipynb #00000018
 def _clusters(labels: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     "(position, member rows) of every distinct label, in sorted label order."
     order = np.argsort(labels, kind='stable')
@@ -154,6 +166,7 @@ def _linkage_from_merges(merges: list, m: int) -> np.ndarray:
         Z[row] = min(ra, rb), max(ra, rb), height, count[new]
     return Z
 
+# %% ../../nbs/15_datatailor.ipynb #0000001a
 def weighted_ward(centroids: np.ndarray, # (m, d) points (cluster centroids)
                   weights: Sequence[float] | np.ndarray | None = None, # (m,) positive sizes; None: all 1 (plain Ward)
                  ) -> np.ndarray:
@@ -182,12 +195,12 @@ def weighted_ward(centroids: np.ndarray, # (m, d) points (cluster centroids)
         else: chain.append(b)
     return _linkage_from_merges(merges, m)
 
-# %% ../../nbs/15_datatailor.ipynb #00000010
+# %% ../../nbs/15_datatailor.ipynb #0000001e
 def exact_ward(X: np.ndarray, # (n, d) rows of one task
               ) -> np.ndarray:
     "Exact Ward linkage of the rows in float64 (fastcluster's vector algorithm, O(n d) memory)."
     import fastcluster
-    X = as_embeddings(X, 'X', dtype=np.float64)
+    X = as_embeddings(X, 'X', dtype=None)   # fastcluster makes its own float64 copy
     if len(X) < 2: return np.zeros((0, 4))
     return fastcluster.linkage_vector(X, method='ward')
 
@@ -195,6 +208,7 @@ def default_micro_clusters(n: int) -> int:
     "Number of k-means cells of the two-level route: max(128, 5 sqrt(n)), at most n."
     return int(min(n, max(128, round(5 * np.sqrt(n)))))
 
+# %% ../../nbs/15_datatailor.ipynb #00000021
 def two_level_ward(X: np.ndarray, # (n, d) rows of one task
                    micro_clusters: int | None = None, # k-means cells m (None: `default_micro_clusters(n)`)
                    seed: int = 0, # k-means seed
@@ -203,13 +217,14 @@ def two_level_ward(X: np.ndarray, # (n, d) rows of one task
     X = as_embeddings(X, 'X')
     n = len(X)
     m = default_micro_clusters(n) if micro_clusters is None else micro_clusters
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1: raise InputError(f'micro_clusters: expected a positive int, got {m!r}')
+    m = check_int(m, 'micro_clusters', 1)
     if m >= n: return exact_ward(X), np.arange(n)
-    cell = np.unique(kmeans(X, int(m), seed=seed).labels, return_inverse=True)[1]   # drop cells left empty
+    cell = np.unique(kmeans(X, m, seed=seed).labels, return_inverse=True)[1].reshape(-1)   # drop cells left empty
     members = [rows for _, rows in _clusters(cell)]
     centroids = np.stack([X[rows].mean(axis=0, dtype=np.float64) for rows in members])
     return weighted_ward(centroids, [len(rows) for rows in members]), cell
 
+# %% ../../nbs/15_datatailor.ipynb #00000023
 def cut_ward(Z: np.ndarray, # scipy linkage
              threshold: float = 0.1, # cut at this fraction of the last (top) merge height
             ) -> np.ndarray:
@@ -217,7 +232,7 @@ def cut_ward(Z: np.ndarray, # scipy linkage
     if len(Z) == 0: return np.ones(1, dtype=np.int64)
     return fcluster(Z, threshold * Z[-1, 2], criterion='distance').astype(np.int64)
 
-# %% ../../nbs/15_datatailor.ipynb #00000014
+# %% ../../nbs/15_datatailor.ipynb #00000029
 def task_codes(tasks: Sequence | np.ndarray, # one task label per row, or a list of index groups (one per task)
                n: int, # number of rows
               ) -> tuple[np.ndarray, list]:
@@ -237,7 +252,7 @@ def task_codes(tasks: Sequence | np.ndarray, # one task label per row, or a list
     codes, names = as_labels(tasks, n, 'tasks')
     return codes, names.tolist()
 
-# %% ../../nbs/15_datatailor.ipynb #00000016
+# %% ../../nbs/15_datatailor.ipynb #0000002c
 CLUSTER_METHODS = ('exact', 'two_level', 'auto')
 
 def _cluster_tasks(X: np.ndarray, codes: np.ndarray, threshold: float, method: str, micro_clusters: int | None,
@@ -264,10 +279,9 @@ def _cluster_tasks(X: np.ndarray, codes: np.ndarray, threshold: float, method: s
 
 def _check_threshold(threshold: float) -> float:
     "The cut fraction, a number in (0, 1]."
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold <= 1:
-        raise InputError(f'threshold: expected a fraction of the top merge height in (0, 1], got {threshold!r}')
-    return float(threshold)
+    return check_number(threshold, 'threshold', 0, 1, open_lo=True)
 
+# %% ../../nbs/15_datatailor.ipynb #0000002d
 def cluster_within_tasks(features: np.ndarray, # (n, d) clustering features (last-token states)
                          tasks: Sequence | np.ndarray, # task label per row, or index groups
                          threshold: float = 0.1, # cut each task's Ward tree at this fraction of its top merge height
@@ -282,78 +296,77 @@ def cluster_within_tasks(features: np.ndarray, # (n, d) clustering features (las
     if method not in CLUSTER_METHODS: raise InputError(f'method: expected one of {CLUSTER_METHODS}, got {method!r}')
     return _cluster_tasks(X, codes, _check_threshold(threshold), method, micro_clusters, float(max_exact_cost), seed)[0]
 
-# %% ../../nbs/15_datatailor.ipynb #0000001d
-VARIANTS = ('paper', 'reference')
+# %% ../../nbs/15_datatailor.ipynb #00000035
+VARIANTS = ('paper', 'official')
 
-def _check_variant(variant: str) -> str:
-    "The variant, if it is 'paper' or 'reference'."
-    if variant not in VARIANTS: raise InputError(f'variant: expected one of {VARIANTS}, got {variant!r}')
-    return variant
-
-def uniqueness(features: np.ndarray, # (n, d) clustering features
-               labels: Sequence[int] | np.ndarray, # cluster of every row (any labels)
-               info: Sequence[float] | np.ndarray, # informativeness s of every row
-               variant: str = 'reference', # 'reference': / (sum D / n_c) as the official code; 'paper': / sum of s over the cluster
-               max_bytes: int = 64 * 2**20, # memory of one float32 block of distances
-              ) -> np.ndarray:
-    "Informativeness-weighted distance of each sample to the members of its cluster, normalised per cluster. float64."
-    X = as_embeddings(features, 'features')
-    n = len(X)
-    codes = as_labels(labels, n, 'labels')[0]
-    s = as_scores(info, n, 'info')
-    _check_variant(variant)
-    out = np.zeros(n)
+def _uniqueness(X: np.ndarray, codes: np.ndarray, s: np.ndarray, variant: str, max_bytes: int) -> np.ndarray:
+    "Uniqueness of every row from checked inputs; one cluster's rows in float32 at a time."
+    out = np.zeros(len(X))
     for _, rows in _clusters(codes):
         s_c = s[rows]
         weighted, total = np.zeros(len(rows)), 0.0
         if len(rows) > 1:
-            Y = X[rows] - X[rows].mean(axis=0, dtype=np.float64).astype(np.float32)
+            Xc = np.asarray(X[rows], dtype=np.float32)
+            Y = Xc - Xc.mean(axis=0, dtype=np.float64).astype(np.float32)
             for start, stop, D in pairwise_blocks(Y, metric='l2', max_bytes=max_bytes):
                 weighted[start:stop] = D @ s_c
                 total += float(D.sum(dtype=np.float64))
-        if variant == 'paper':
-            out[rows] = weighted / s_c.sum() if s_c.sum() > 0 else 0.0
+        if variant == 'paper': out[rows] = weighted / s_c.sum() if s_c.sum() > 0 else 0.0
         else: out[rows] = weighted * len(rows) / total if total > 0 else s_c.mean()
     return out
 
-# %% ../../nbs/15_datatailor.ipynb #00000020
-def cluster_representativeness(features: np.ndarray, # (n, d) clustering features
-                               labels: Sequence[int] | np.ndarray, # cluster of every row
-                               tasks: Sequence | np.ndarray, # task of every row, or index groups
-                              ) -> np.ndarray:
-    "rho_c = mean over the other clusters of the same task of exp(cos(mu_c, mu_c')), in sorted label order; 1 for a lone cluster."
-    X = as_embeddings(features, 'features')
+def uniqueness(X: np.ndarray, # (n, d) clustering features; a memory-mapped .npy is fine
+               labels: Sequence[int] | np.ndarray, # cluster of every row (any labels)
+               informativeness: Sequence[float] | np.ndarray, # informativeness s of every row
+               variant: str = 'paper', # 'paper': / sum of s over the cluster; 'official': / (sum D / n_c) as the code
+               max_bytes: int = 64 * 2**20, # memory of one float32 block of distances
+              ) -> np.ndarray:
+    "Informativeness-weighted distance of each sample to the members of its cluster, normalised per cluster. float64."
+    X = as_embeddings(X, 'X', dtype=None)
     codes = as_labels(labels, len(X), 'labels')[0]
-    task = task_codes(tasks, len(X))[0]
+    s = as_scores(informativeness, len(X), 'informativeness')
+    return _uniqueness(X, codes, s, check_choice(variant, 'variant', VARIANTS), max_bytes)
+
+# %% ../../nbs/15_datatailor.ipynb #00000039
+def _cluster_rho(X: np.ndarray, codes: np.ndarray, task: np.ndarray) -> np.ndarray:
+    "rho of every cluster (codes 0..K-1) from checked inputs; the centroids are the only copy."
     groups = list(_clusters(codes))
-    centroids = np.stack([X[rows].mean(axis=0, dtype=np.float64) for _, rows in groups]).astype(np.float32)
+    centroids = np.stack([np.asarray(X[rows]).mean(axis=0, dtype=np.float64) for _, rows in groups]).astype(np.float32)
     cluster_task = np.array([task[rows.min()] for _, rows in groups])
     similar = np.exp(pairwise(centroids, metric='cosine').astype(np.float64))
     same = (cluster_task[:, None] == cluster_task[None, :]) & ~np.eye(len(groups), dtype=bool)
     others = same.sum(axis=1)
     return np.where(others > 0, (similar * same).sum(axis=1) / np.maximum(others, 1), 1.0)
 
-def representativeness(features: np.ndarray, # (n, d) clustering features
-                       labels: Sequence[int] | np.ndarray, # cluster of every row
-                       tasks: Sequence | np.ndarray, # task of every row, or index groups
-                       info: Sequence[float] | np.ndarray, # informativeness s of every row
-                       variant: str = 'reference', # 'reference': rho_c s_i; 'paper': rho_c s_i / sum of s over the cluster
-                      ) -> np.ndarray:
-    "How well a sample's cluster stands for its task (rho), times its informativeness. float64."
-    X = as_embeddings(features, 'features')
-    n = len(X)
-    codes = as_labels(labels, n, 'labels')[0]
-    s = as_scores(info, n, 'info')
-    _check_variant(variant)
-    return _scaled_representativeness(cluster_representativeness(X, codes, tasks), codes, s, variant)
+def cluster_representativeness(X: np.ndarray, # (n, d) clustering features
+                               labels: Sequence[int] | np.ndarray, # cluster of every row
+                               tasks: Sequence | np.ndarray, # task of every row, or index groups
+                              ) -> np.ndarray:
+    "rho_c = mean over the other clusters of the same task of exp(cos(mu_c, mu_c')), in sorted label order; 1 for a lone cluster."
+    X = as_embeddings(X, 'X', dtype=None)
+    return _cluster_rho(X, as_labels(labels, len(X), 'labels')[0], task_codes(tasks, len(X))[0])
 
+# %% ../../nbs/15_datatailor.ipynb #0000003c
 def _scaled_representativeness(rho: np.ndarray, codes: np.ndarray, s: np.ndarray, variant: str) -> np.ndarray:
-    "rho of each row's cluster times s (reference), divided by the cluster's sum of s (paper); codes 0..K-1."
-    if variant == 'reference': return rho[codes] * s
+    "rho of each row's cluster times s (official), divided by the cluster's sum of s (paper); codes 0..K-1."
+    if variant == 'official': return rho[codes] * s
     cluster_sum = np.bincount(codes, weights=s)[codes]
     return np.where(cluster_sum > 0, rho[codes] * s / np.where(cluster_sum > 0, cluster_sum, 1), 0.0)
 
-# %% ../../nbs/15_datatailor.ipynb #00000023
+def representativeness(X: np.ndarray, # (n, d) clustering features
+                       labels: Sequence[int] | np.ndarray, # cluster of every row
+                       tasks: Sequence | np.ndarray, # task of every row, or index groups
+                       informativeness: Sequence[float] | np.ndarray, # informativeness s of every row
+                       variant: str = 'paper', # 'paper': rho_c s_i / sum of s over the cluster; 'official': rho_c s_i
+                      ) -> np.ndarray:
+    "How well a sample's cluster stands for its task (rho), times its informativeness. float64."
+    X = as_embeddings(X, 'X', dtype=None)
+    codes = as_labels(labels, len(X), 'labels')[0]
+    s = as_scores(informativeness, len(X), 'informativeness')
+    check_choice(variant, 'variant', VARIANTS)
+    return _scaled_representativeness(_cluster_rho(X, codes, task_codes(tasks, len(X))[0]), codes, s, variant)
+
+# %% ../../nbs/15_datatailor.ipynb #00000040
 def rank_percentiles(values: Sequence[float] | np.ndarray, # values to rank
                      groups: Sequence[int] | np.ndarray | None = None, # group code of every value (None: one group)
                     ) -> np.ndarray:
@@ -367,7 +380,7 @@ def rank_percentiles(values: Sequence[float] | np.ndarray, # values to rank
         out[rows] = ranks / len(rows)
     return out
 
-# %% ../../nbs/15_datatailor.ipynb #00000025
+# %% ../../nbs/15_datatailor.ipynb #00000043
 def task_budget_shares(tau: np.ndarray, # tau of every row
                        codes: np.ndarray, # task code of every row
                        total: float, # budget B (items, possibly fractional: ratio * N)
@@ -384,17 +397,8 @@ def task_budget_shares(tau: np.ndarray, # tau of every row
     weights = sizes * (np.bincount(codes, weights=tau, minlength=M) / sizes) ** 2
     return weights, total * weights / weights.sum()
 
-# %% ../../nbs/15_datatailor.ipynb #00000028
-PRESETS = {'paper': {'variant': 'paper', 'budget_rounding': 'largest_remainder', 'fusion': 'rank',
-                     'score_dtype': 'float64', 'cluster_method': 'auto'},
-           'reference': {'variant': 'reference', 'budget_rounding': 'truncate', 'fusion': 'rank',
-                         'score_dtype': 'float32', 'cluster_method': 'exact'}}
+# %% ../../nbs/15_datatailor.ipynb #00000047
 BUDGET_ROUNDINGS, FUSIONS, SCORE_DTYPES = ('largest_remainder', 'truncate'), ('rank', 'raw'), ('float64', 'float32')
-
-def _choice(value: str, allowed: tuple, name: str) -> str:
-    "`value` if it is one of `allowed`, else an InputError naming the argument."
-    if value not in allowed: raise InputError(f'{name}: expected one of {allowed}, got {value!r}')
-    return value
 
 def _rounds(rounds: Any, n: int) -> np.ndarray:
     "Integer QA rounds per sample (None: 1 each)."
@@ -407,142 +411,105 @@ def _cluster_labels_within_tasks(labels: Any, codes: np.ndarray) -> np.ndarray:
     "Given labels renumbered 1..K by (task, label), so that no cluster spans two tasks."
     own = as_labels(labels, len(codes), 'labels')[0]
     pairs = codes * (int(own.max()) + 1) + own
-    return np.unique(pairs, return_inverse=True)[1].astype(np.int64) + 1
+    return np.unique(pairs, return_inverse=True)[1].reshape(-1).astype(np.int64) + 1
 
-def fuse_scores(info: np.ndarray, # informativeness s
-                uniq: np.ndarray, # uniqueness U
-                rep: np.ndarray, # representativeness Rep
+# %% ../../nbs/15_datatailor.ipynb #0000004a
+def fuse_scores(informativeness: np.ndarray, # informativeness s
+                uniqueness: np.ndarray, # uniqueness U
+                representativeness: np.ndarray, # representativeness Rep
                 rounds: np.ndarray, # integer QA rounds R
                 codes: np.ndarray, # task code of every row
                 fusion: str = 'rank', # 'rank' (within-task percentiles) | 'raw' (the values themselves)
                 score_dtype: str = 'float64', # 'float32' repeats the official float32 arithmetic
                ) -> np.ndarray:
     "(R r(s) + r(U) + r(Rep)) / (R + 2) per sample, r the within-task rank percentile (or the raw value)."
-    parts = [rank_percentiles(v, codes) if fusion == 'rank' else np.asarray(v, dtype=np.float64) for v in (info, uniq, rep)]
+    parts = [rank_percentiles(v, codes) if fusion == 'rank' else np.asarray(v, dtype=np.float64)
+             for v in (informativeness, uniqueness, representativeness)]
     dt = np.float32 if score_dtype == 'float32' else np.float64
     r_s, r_u, r_rep = (p.astype(dt) for p in parts)
-    R = rounds.astype(dt)
+    R = np.asarray(rounds).astype(dt)
     return ((R * r_s + r_u + r_rep) / (R + dt(2))).astype(dt)
 
-def datatailor(features: np.ndarray, # (n, d) clustering features: last-token states
+# %% ../../nbs/15_datatailor.ipynb #0000004e
+def _task_budgets(tau: np.ndarray, codes: np.ndarray, budget: int | float, total: int, rounding: str,
+                  score_dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(weights a_t, float shares, int64 budgets capped by task size) in task order."
+    sizes = np.bincount(codes)
+    if rounding == 'largest_remainder':
+        weights, shares = task_budget_shares(tau, codes, total)
+        return weights, shares, split_budget(total, sizes=sizes, weights=weights, mode='weights')
+    fraction = not (isinstance(budget, numbers.Integral) or (isinstance(budget, float) and budget.is_integer() and budget > 1))
+    weights, shares = task_budget_shares(tau, codes, float(budget) * len(codes) if fraction else total, score_dtype)
+    return weights, shares, np.minimum(truncated_budgets(shares), sizes)
+
+# %% ../../nbs/15_datatailor.ipynb #00000051
+def _principle_scores(X: np.ndarray, labels: np.ndarray, codes: np.ndarray, s: np.ndarray, rounds: np.ndarray,
+                      variant: str, fusion: str, score_dtype: str) -> tuple:
+    "(uniqueness, rho of every cluster, representativeness, fused score) from checked inputs; labels 1..K."
+    uniq = _uniqueness(X, labels, s, variant, 64 * 2**20)
+    rho = _cluster_rho(X, labels - 1, codes)
+    rep = _scaled_representativeness(rho, labels - 1, s, variant)
+    return uniq, rho, rep, fuse_scores(s, uniq, rep, rounds, codes, fusion, score_dtype)
+
+# %% ../../nbs/15_datatailor.ipynb #00000054
+@register('datatailor', paper='Yu et al., Mastering Collaborative Multi-modal Data Selection (arXiv 2412.06293)',
+          scores='fused score (R r(s) + r(U) + r(Rep)) / (R + 2) of each pick, r the within-task rank percentile',
+          inputs={'tasks': 'labels', 'informativeness': 'scores', 'tau': 'scores', 'rounds': 'rounds'},
+          required=('tasks', 'informativeness', 'tau'))
+@with_presets(variant=('paper', 'official'), budget_rounding=('largest_remainder', 'truncate'), fusion=('rank', 'rank'),
+              score_dtype=('float64', 'float32'), cluster_method=('auto', 'exact'))
+def datatailor(X: np.ndarray, # (n, d) clustering features (last-token states); a memory-mapped .npy is fine
+               budget: int | float, # number of samples (int), or a fraction of the pool
+               *,
                tasks: Sequence | np.ndarray, # task of every row, or index groups
-               info: Sequence[float] | np.ndarray, # informativeness of every row (`informativeness`)
+               informativeness: Sequence[float] | np.ndarray, # informativeness s of every row (`informativeness`)
                tau: Sequence[float] | np.ndarray, # largest normalised singular value of every row (`informativeness`)
                rounds: Sequence[int] | np.ndarray | None = None, # QA rounds R of every row (None: 1 each)
-               budget: int | float = 0.15, # fraction of the pool, or a number of samples
-               reference: bool = False, # reproduce the official code (normalisations, truncated budgets, float32 scores)
                labels: Sequence[int] | np.ndarray | None = None, # given clusters (skip Ward)
-               seed: int = 0, # k-means seed of the two-level clustering
-               variant: str | None = None, # 'paper' | 'reference' normalisation of U and Rep; None: from the preset
-               budget_rounding: str | None = None, # 'largest_remainder' | 'truncate'; None: from the preset
-               fusion: str | None = None, # 'rank' | 'raw'; None: from the preset
-               score_dtype: str | None = None, # 'float64' | 'float32'; None: from the preset
                threshold: float = 0.1, # Ward cut at this fraction of each task's top merge height
-               cluster_method: str | None = None, # 'exact' | 'two_level' | 'auto'; None: from the preset
-               micro_clusters: int | None = None, # k-means cells of the two-level route
+               variant: str = PRESET, # 'paper' | 'official' normalisation of U and Rep
+               budget_rounding: str = PRESET, # 'largest_remainder' (paper) | 'truncate' (official)
+               fusion: str = PRESET, # 'rank' | 'raw'
+               score_dtype: str = PRESET, # 'float64' (paper) | 'float32' (official)
+               cluster_method: str = PRESET, # 'auto' (paper) | 'exact' (official) | 'two_level'
+               micro_clusters: int | None = None, # k-means cells of the two-level route (None: max(128, 5 sqrt(n)))
                max_exact_cost: float = 2e10, # cluster_method='auto' runs exact Ward while n^2 d stays below this
+               seed: int = 0, # k-means seed of the two-level clustering
+               preset: str = 'paper', # 'paper' | 'official': the values of the options left at PRESET
               ) -> Selection:
     "DataTailor: informativeness, uniqueness and representativeness fused per task; top samples of each task's budget."
     t0 = time.perf_counter()
-    X = as_embeddings(features, 'features')
+    X = as_embeddings(X, 'X', dtype=None)
     n = len(X)
     codes, names = task_codes(tasks, n)
-    s = as_scores(info, n, 'info')
+    s = as_scores(informativeness, n, 'informativeness')
     tau = as_scores(tau, n, 'tau')
-    if (s < 0).any(): raise InputError('info: expected non-negative informativeness (an entropy)')
+    if (s < 0).any(): raise InputError('informativeness: expected non-negative values (an entropy)')
     if (tau < 0).any() or tau.max() <= 0: raise InputError('tau: expected non-negative values, not all 0')
     R = _rounds(rounds, n)
-    resolve_budget(budget, n, 'budget')
-    preset = PRESETS['reference' if reference else 'paper']
-    variant = _check_variant(variant or preset['variant'])
-    budget_rounding = _choice(budget_rounding or preset['budget_rounding'], BUDGET_ROUNDINGS, 'budget_rounding')
-    fusion = _choice(fusion or preset['fusion'], FUSIONS, 'fusion')
-    score_dtype = _choice(score_dtype or preset['score_dtype'], SCORE_DTYPES, 'score_dtype')
-    cluster_method = _choice(cluster_method or preset['cluster_method'], CLUSTER_METHODS, 'cluster_method')
+    total = resolve_budget(budget, n, 'budget')
+    check_choice(variant, 'variant', VARIANTS); check_choice(budget_rounding, 'budget_rounding', BUDGET_ROUNDINGS)
+    check_choice(fusion, 'fusion', FUSIONS); check_choice(score_dtype, 'score_dtype', SCORE_DTYPES)
+    check_choice(cluster_method, 'cluster_method', CLUSTER_METHODS)
     threshold = _check_threshold(threshold)
 
     if labels is None: cl, routes = _cluster_tasks(X, codes, threshold, cluster_method, micro_clusters, float(max_exact_cost), seed)
     else: cl, routes = _cluster_labels_within_tasks(labels, codes), ['given'] * len(names)
     t1 = time.perf_counter()
-    uniq = uniqueness(X, cl, s, variant)
-    rho = cluster_representativeness(X, cl, codes)
-    rep = _scaled_representativeness(rho, cl - 1, s, variant)
-    scores = fuse_scores(s, uniq, rep, R, codes, fusion, score_dtype)
+    uniq, rho, rep, fused = _principle_scores(X, cl, codes, s, R, variant, fusion, score_dtype)
     t2 = time.perf_counter()
-
-    sizes = np.bincount(codes, minlength=len(names))
-    fraction = not (isinstance(budget, numbers.Integral) or (isinstance(budget, float) and budget.is_integer() and budget > 1))
-    if budget_rounding == 'truncate':
-        precision = 'float32' if score_dtype == 'float32' else 'float64'
-        weights, shares = task_budget_shares(tau, codes, float(budget) * n if fraction else int(budget), precision)
-        budgets = np.minimum(truncated_budgets(shares), sizes)
-    else:
-        total = resolve_budget(budget, n, 'budget')
-        weights, shares = task_budget_shares(tau, codes, total)
-        budgets = split_budget(total, sizes=sizes, weights=weights, mode='weights')
-    picks = []
-    for t in range(len(names)):
-        rows = np.flatnonzero(codes == t)
-        picks.append(rows[np.argsort(-scores[rows], kind='stable')[:budgets[t]]])
-    picked = np.concatenate(picks)
-    params = {'budget': budget, 'reference': reference, 'variant': variant, 'budget_rounding': budget_rounding,
-              'fusion': fusion, 'score_dtype': score_dtype, 'threshold': threshold, 'cluster_method': cluster_method,
-              'micro_clusters': micro_clusters, 'max_exact_cost': max_exact_cost, 'seed': seed}
-    info_out = {'method': 'datatailor', 'params': params, 'task_names': names, 'cluster_routes': routes,
-                'labels': cl, 'informativeness': s, 'uniqueness': uniq, 'representativeness': rep,
-                'cluster_representativeness': rho, 'fused_scores': scores, 'task_weights': weights,
-                'task_shares': shares, 'task_budgets': budgets.astype(np.int64),
-                'timings': {'cluster_s': t1 - t0, 'score_s': t2 - t1, 'select_s': time.perf_counter() - t2}}
-    return Selection(picked, scores[picked], info_out)
-
-# %% ../../nbs/15_datatailor.ipynb #00000032
-def qa_rounds(record: Mapping, # a normalised record (`messages`) or a LLaVA / ShareGPT one (`conversations`)
-             ) -> int:
-    "Number of question-answer rounds: non-system turns // 2 (the official len(conversations) / 2, truncated)."
-    turns = record.get('messages', record.get('conversations'))
-    if not isinstance(turns, list): raise InputError("record: expected 'messages' (or 'conversations') to count QA rounds")
-    roles = [t.get('role', t.get('from')) if isinstance(t, Mapping) else None for t in turns]
-    return sum(r != 'system' for r in roles) // 2
-
-def _record_tasks(records: Sequence[Mapping], tasks: Any) -> Any:
-    "One task per record from a meta key, a function, a sequence, or None (one task)."
-    if tasks is None: return np.zeros(len(records), dtype=np.int64)
-    if isinstance(tasks, str):
-        missing = [i for i, r in enumerate(records) if tasks not in (r.get('meta') or {})]
-        if missing: raise InputError(f"tasks: record {missing[0]} has no meta field {tasks!r}")
-        return [r['meta'][tasks] for r in records]
-    if callable(tasks): return [tasks(r) for r in records]
-    return tasks
-
-def datatailor_from_records(records: Sequence[Mapping], # normalised records
-                            model: Any = None, # causal LM (None: SmolLM2-135M-Instruct); unused with `states_fn`
-                            tokenizer: Any = None, # its tokenizer
-                            tasks: Any = None, # per-record labels, index groups, a meta key, a function record -> task, or None (one task)
-                            budget: int | float = 0.15, # fraction of the records, or a number
-                            states_fn: Callable[[list], list] | None = None, # records -> list of (L_i, d) token states (multimodal models)
-                            rounds: Sequence[int] | np.ndarray | None = None, # QA rounds per record (None: counted from the messages)
-                            max_tokens: int = 512, # token limit per record for `token_states`
-                            batch_size: int = 8, # records per forward pass
-                            device: Any = 'auto', # device of the model
-                            progress: bool = True, # show progress
-                            **options, # any further `datatailor` option (reference, variant, cluster_method, seed, ...)
-                           ) -> Selection:
-    "DataTailor on records: token states -> informativeness and last-token features -> `datatailor`."
-    records = list(records)
-    if not records: raise InputError('records: got an empty list')
-    t0 = time.perf_counter()
-    if states_fn is None:
-        from datasel.models.embed import token_states
-        states = token_states(records, model, tokenizer, max_tokens=max_tokens, batch_size=batch_size, device=device, progress=progress)
-    else: states = states_fn(records)
-    if not isinstance(states, (list, tuple)) or len(states) != len(records):
-        raise InputError(f'states_fn: expected a list of {len(records)} (L_i, d) arrays, one per record')
-    info, tau = informativeness(states)
-    features = np.stack([_float_array(h, f'token_states[{i}]')[-1] for i, h in enumerate(states)]).astype(np.float32)
-    t1 = time.perf_counter()
-    R = [qa_rounds(r) for r in records] if rounds is None else rounds
-    sel = datatailor(features, _record_tasks(records, tasks), info, tau, R, budget, **options)
-    sel.info['tau'] = tau
-    sel.info['rounds'] = np.asarray(R, dtype=np.int64)
-    sel.info['timings']['states_s'] = t1 - t0
-    return sel
+    weights, shares, budgets = _task_budgets(tau, codes, budget, total, budget_rounding, score_dtype)
+    picked = np.concatenate([rows[np.argsort(-fused[rows], kind='stable')[:budgets[t]]]
+                             for t, rows in ((t, np.flatnonzero(codes == t)) for t in range(len(names)))])
+    shortfall = total - len(picked)
+    params = {'budget': total, 'threshold': threshold, 'micro_clusters': micro_clusters, 'max_exact_cost': max_exact_cost,
+              'labels_given': labels is not None, 'seed': seed}
+    info = {'task_names': names, 'cluster_routes': routes, 'labels': cl, 'uniqueness': uniq, 'representativeness': rep,
+            'cluster_representativeness': rho, 'fused_scores': fused, 'task_weights': weights, 'task_shares': shares,
+            'task_budgets': budgets.astype(np.int64)}
+    return Selection(picked, fused[picked], method='datatailor', params=params,
+                     timings={'cluster_s': t1 - t0, 'score_s': t2 - t1, 'select_s': time.perf_counter() - t2},
+                     shortfall=shortfall,
+                     shortfall_reason=(f"budget_rounding={budget_rounding!r}: the task budgets sum to {len(picked)}" if shortfall else None),
+                     per_pick={'task': np.asarray(names)[codes[picked]], 'cluster': cl[picked], 'informativeness': s[picked],
+                               'uniqueness': uniq[picked], 'representativeness': rep[picked]}, info=info)

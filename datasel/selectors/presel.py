@@ -5,42 +5,20 @@
 
 # %% ../../nbs/14_presel.ipynb #00000002
 from __future__ import annotations
-import numbers, time
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable, Hashable, Mapping, Sequence
+import time
+from typing import Mapping, Sequence
 import numpy as np
-from ..core import InputError, Selection, as_embeddings, as_labels, as_scores, make_rng, resolve_budget
+from ..core import (PRESET, InputError, Selection, as_embeddings, as_labels, as_scores, check_choice, check_int,
+                          check_number, make_rng, resolve_budget, with_presets)
+from ..registry import register
 from ..geometry.neighbors import kmeans, knn, l2_normalize
 from ..geometry.budget import presel_cluster_budgets, presel_task_budgets, softmax, split_budget
 
 # %% auto #0
-__all__ = ['IMAGE_TOKEN', 'TASK_SPLITS', 'CLUSTER_SPLITS', 'PRESETS', 'question_free_record', 'instruction_relevance',
-           'task_weights', 'neighbor_centrality', 'presel_task_split', 'presel_cluster_split', 'presel', 'ImageUnits',
-           'image_units', 'PreselResult', 'draw_reference_units', 'presel_pipeline']
+__all__ = ['TASK_SPLITS', 'CLUSTER_SPLITS', 'TOP_UPS', 'instruction_relevance', 'task_weights', 'neighbor_centrality',
+           'presel_task_split', 'presel_cluster_split', 'presel']
 
 # %% ../../nbs/14_presel.ipynb #00000005
-IMAGE_TOKEN = '<image>'
-
-def question_free_record(record: Mapping, # a normalised record (`messages`, `image`, `meta`, ...)
-                        ) -> dict:
-    "A copy of `record` without its questions: one user turn `<image>`, then all answers joined by a space."
-    if not isinstance(record, Mapping) or not isinstance(record.get('messages'), (list, tuple)):
-        raise InputError('record: expected a normalised record with a `messages` list (read it with datasel.data.read_records)')
-    messages = record['messages']
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or 'role' not in m or not isinstance(m.get('content'), str):
-            raise InputError(f'record: message {i} needs a `role` and a string `content`')
-    answers = [m['content'] for m in messages if m['role'] == 'assistant']
-    if not answers: raise InputError(f"record {record.get('id')!r}: has no assistant turn, so there is no response to score")
-    has_image = bool(record.get('image')) or any(m['role'] == 'user' and IMAGE_TOKEN in m['content'] for m in messages)
-    out = dict(record)
-    out['messages'] = [{'role': 'user', 'content': IMAGE_TOKEN if has_image else ''},
-                       {'role': 'assistant', 'content': ' '.join(answers)}]
-    out['meta'] = {**(record.get('meta') or {}), 'question_free': True}
-    return out
-
-# %% ../../nbs/14_presel.ipynb #00000008
 def instruction_relevance(loss_with_question: Sequence[float] | np.ndarray, # mean response loss given image and question, one per sample
                           loss_without_question: Sequence[float] | np.ndarray, # mean response loss of the question-free copy
                          ) -> np.ndarray:
@@ -53,7 +31,7 @@ def instruction_relevance(loss_with_question: Sequence[float] | np.ndarray, # me
             raise InputError(f'{name}: losses must be positive; {len(bad)} value(s) are <= 0 (first: {bad[:5].tolist()})')
     return with_q / without_q
 
-# %% ../../nbs/14_presel.ipynb #0000000b
+# %% ../../nbs/14_presel.ipynb #00000009
 def task_weights(mean_irs_per_task: Sequence[float] | np.ndarray, # mean IRS of each task's reference samples, s(T_t)
                  tau: float | None = None, # softmax temperature; None = 1/sqrt(M)
                 ) -> np.ndarray:
@@ -61,27 +39,22 @@ def task_weights(mean_irs_per_task: Sequence[float] | np.ndarray, # mean IRS of 
     if isinstance(mean_irs_per_task, Mapping): raise InputError('mean_irs_per_task: expected numbers in task order, got a mapping')
     if np.size(mean_irs_per_task) == 0: raise InputError('mean_irs_per_task: expected at least one task')
     s = as_scores(np.atleast_1d(mean_irs_per_task), np.size(mean_irs_per_task), 'mean_irs_per_task')
-    tau = 1 / np.sqrt(len(s)) if tau is None else tau
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not np.isfinite(tau) or tau <= 0:
-        raise InputError(f'tau: expected a positive number, got {tau!r}')
+    tau = 1 / np.sqrt(len(s)) if tau is None else check_number(tau, 'tau', 0, open_lo=True)
     return softmax(-s, temperature=float(tau))
 
-# %% ../../nbs/14_presel.ipynb #0000000e
+# %% ../../nbs/14_presel.ipynb #0000000d
 def neighbor_centrality(X: np.ndarray, # (n, d) features of ONE group (e.g. a cluster's available members)
-                        k: int = 5, # number of neighbours; capped at n - 1
+                        neighbors: int = 5, # number of neighbours k; capped at n - 1
                        ) -> np.ndarray:
     "Mean cosine similarity of each row to its k nearest other rows (float64); a single row gets 0."
     X = as_embeddings(X, 'X')
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise InputError(f'k: expected an int >= 1, got {k!r}')
-    n = len(X)
-    if n == 1: return np.zeros(1)
-    similarity, _ = knn(X, min(int(k), n - 1), metric='cosine', exclude_self=True)
+    k = check_int(neighbors, 'neighbors', 1)
+    if len(X) == 1: return np.zeros(1)
+    similarity, _ = knn(X, min(k, len(X) - 1), metric='cosine', exclude_self=True)
     return similarity.astype(np.float64).mean(axis=1)
 
 # %% ../../nbs/14_presel.ipynb #00000011
 TASK_SPLITS = ('capped', 'floor')
-CLUSTER_SPLITS = ('largest_remainder', 'round_repair')
 
 def presel_task_split(weights: np.ndarray, # task weights (sum 1), in task order
                       total: int, # number of new samples N
@@ -89,9 +62,12 @@ def presel_task_split(weights: np.ndarray, # task weights (sum 1), in task order
                       rule: str = 'capped', # 'capped' (paper) or 'floor' (official code)
                      ) -> np.ndarray:
     "Task budgets N_t (int64): capped weighted largest remainder, or the official floor + remainder-to-top-task."
+    check_choice(rule, 'task_split', TASK_SPLITS)
     if rule == 'capped': return split_budget(total, sizes=available, weights=weights, mode='weights')
-    if rule == 'floor': return presel_task_budgets(weights, total)
-    raise InputError(f'task_split: expected one of {TASK_SPLITS}, got {rule!r}')
+    return presel_task_budgets(weights, total)
+
+# %% ../../nbs/14_presel.ipynb #00000015
+CLUSTER_SPLITS = ('largest_remainder', 'round_repair')
 
 def presel_cluster_split(available: np.ndarray, # available members per cluster
                          sizes: np.ndarray, # all members per cluster (reference set included)
@@ -99,28 +75,26 @@ def presel_cluster_split(available: np.ndarray, # available members per cluster
                          rule: str = 'largest_remainder', # 'largest_remainder' (paper) or 'round_repair' (official code)
                         ) -> np.ndarray:
     "Cluster budgets n_c (int64) of one task, each at most the cluster's available members."
+    check_choice(rule, 'cluster_split', CLUSTER_SPLITS)
     available = np.asarray(available, dtype=np.int64)
     if available.sum() == 0 or task_budget == 0: return np.zeros(len(available), dtype=np.int64)
     if rule == 'largest_remainder': return split_budget(min(int(task_budget), int(available.sum())), sizes=available)
-    if rule == 'round_repair': return presel_cluster_budgets(available, sizes, int(task_budget))
-    raise InputError(f'cluster_split: expected one of {CLUSTER_SPLITS}, got {rule!r}')
+    return presel_cluster_budgets(available, sizes, int(task_budget))
 
-# %% ../../nbs/14_presel.ipynb #00000014
-PRESETS = {'paper': {'task_split': 'capped', 'cluster_split': 'largest_remainder'},
-           'reference': {'task_split': 'floor', 'cluster_split': 'round_repair'}}
-
-def _task_weight_vector(weights, names: list) -> np.ndarray:
+# %% ../../nbs/14_presel.ipynb #00000019
+def _weight_vector(weights, names: list) -> np.ndarray:
     "Task weights in the order of `names`, checked and normalised to sum 1."
     if isinstance(weights, Mapping):
         extra = [k for k in weights if k not in set(names)]
-        if extra: raise InputError(f'weights: task(s) {extra[:5]} have no samples in `tasks`')
+        if extra: raise InputError(f'task_weights: task(s) {extra[:5]} have no samples in `tasks`')
         missing = [t for t in names if t not in weights]
-        if missing: raise InputError(f'weights: no weight for task(s) {missing[:5]}')
+        if missing: raise InputError(f'task_weights: no weight for task(s) {missing[:5]}')
         weights = [weights[t] for t in names]
-    w = as_scores(weights, len(names), 'weights')
-    if (w < 0).any() or w.sum() <= 0: raise InputError('weights: expected non-negative values with a positive sum')
-    return w if abs(w.sum() - 1) < 1e-12 else w / w.sum()
+    w = as_scores(weights, len(names), 'task_weights')
+    if (w < 0).any() or w.sum() <= 0: raise InputError('task_weights: expected non-negative values with a positive sum')
+    return w / w.sum()
 
+# %% ../../nbs/14_presel.ipynb #0000001b
 def _reference_rows(reference_set, n: int) -> np.ndarray:
     "Sorted unique row indices of the reference set (indices or a boolean mask)."
     if reference_set is None: return np.zeros(0, dtype=np.int64)
@@ -134,240 +108,133 @@ def _reference_rows(reference_set, n: int) -> np.ndarray:
     if len(np.unique(r)) != len(r): raise InputError('reference_set: contains repeated indices')
     return np.sort(r.astype(np.int64))
 
-def _clusters_per_task(clusters_per_task, names: list, sizes: np.ndarray) -> np.ndarray:
+def _cluster_counts(clusters, names: list, sizes: np.ndarray) -> np.ndarray:
     "Number of k-means clusters of each task: PreSel's max(1, |T|/100) by default, capped at the task size."
-    if clusters_per_task is None: c = np.maximum(1, sizes // 100)
-    elif isinstance(clusters_per_task, Mapping): c = np.array([clusters_per_task.get(t, max(1, s // 100)) for t, s in zip(names, sizes)])
-    elif np.ndim(clusters_per_task) == 0: c = np.full(len(names), clusters_per_task)
-    else: c = np.asarray(clusters_per_task)
-    if c.shape != (len(names),) or not np.issubdtype(np.asarray(c).dtype, np.integer) or (c < 1).any():
-        raise InputError(f'clusters_per_task: expected None, an int >= 1, {len(names)} ints >= 1 or a mapping task -> int')
+    default = np.maximum(1, sizes // 100)
+    if clusters is None: c = default
+    elif isinstance(clusters, Mapping): c = np.array([clusters.get(t, d) for t, d in zip(names, default)])
+    elif np.ndim(clusters) == 0: c = np.full(len(names), clusters)
+    else: c = np.asarray(clusters)
+    if c.shape != (len(names),) or not np.issubdtype(c.dtype, np.integer) or (c < 1).any():
+        raise InputError(f'clusters: expected None, an int >= 1, {len(names)} ints >= 1 or a mapping task -> int')
     return np.minimum(c.astype(np.int64), sizes)
 
-# %% ../../nbs/14_presel.ipynb #00000015
-def presel(features: np.ndarray, # (n, d) image features of the whole pool, reference set included
-           tasks: Sequence | np.ndarray, # task of each item (ints or strings)
-           budget: int | float, # number N of NEW items (int), or a fraction of the pool
-           weights: Sequence[float] | np.ndarray | Mapping, # task weights, in sorted task order or task -> weight
-           reference: bool = False, # reproduce the official code's budgets and top-up
+# %% ../../nbs/14_presel.ipynb #0000001e
+def _select_task(X: np.ndarray, # the pool (already checked)
+                 rows: np.ndarray, # this task's rows
+                 free: np.ndarray, # which of them may be picked (not in the reference set)
+                 n_clusters: int, # k-means clusters
+                 given: np.ndarray | None, # given cluster labels of the rows (skip k-means)
+                 budget: int, # N_t
+                 cluster_split: str, restarts: int, neighbors: int, seed: int,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "(cluster of each row, cluster budgets, NC of each row (NaN if not free), picked positions within `rows`)."
+    Xn = l2_normalize(X[rows])
+    if given is not None: raw = given
+    elif n_clusters > 1: raw = kmeans(Xn, n_clusters, nredo=restarts, seed=seed).labels
+    else: raw = np.zeros(len(rows), dtype=np.int64)
+    local = np.unique(raw, return_inverse=True)[1].reshape(-1)
+    k = int(local.max()) + 1
+    budgets = presel_cluster_split(np.bincount(local[free], minlength=k), np.bincount(local, minlength=k), budget, cluster_split)
+    centrality, chosen = np.full(len(rows), np.nan), []
+    for c in range(k):
+        members = np.flatnonzero(free & (local == c))
+        if not len(members): continue
+        centrality[members] = neighbor_centrality(Xn[members], neighbors)
+        chosen.append(members[np.lexsort((members, -centrality[members]))[:budgets[c]]])
+    picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+    return local.astype(np.int64), budgets, centrality, picked
+
+# %% ../../nbs/14_presel.ipynb #00000021
+def _select_tasks(X: np.ndarray, codes: np.ndarray, names: list, free: np.ndarray, n_clusters: np.ndarray,
+                  given: np.ndarray | None, task_budgets: np.ndarray, cluster_split: str, restarts: int, neighbors: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    "(cluster of every row within its task, NC of every row, picked rows, task -> cluster budgets)."
+    cluster_labels, centrality = np.zeros(len(X), dtype=np.int64), np.full(len(X), np.nan)
+    picks, cluster_budgets = [], {}
+    for t, name in enumerate(names):
+        rows = np.flatnonzero(codes == t)
+        local, budgets, nc, chosen = _select_task(X, rows, free[rows], int(n_clusters[t]), None if given is None else given[rows],
+                                                  int(task_budgets[t]), cluster_split, restarts, neighbors, seed)
+        cluster_labels[rows], centrality[rows], cluster_budgets[name] = local, nc, budgets
+        picks.append(rows[chosen])
+    return cluster_labels, centrality, np.concatenate(picks), cluster_budgets
+
+# %% ../../nbs/14_presel.ipynb #00000024
+TOP_UPS = ('central', 'random', 'none')
+
+def _top_up(free: np.ndarray, # rows that may be picked (mask over the pool)
+            picked: np.ndarray, # rows picked so far
+            centrality: np.ndarray, # NC of every free row
+            count: int, # rows missing
+            rule: str, # one of TOP_UPS
+            rng: np.random.Generator, # draws a random top-up
+           ) -> np.ndarray:
+    "Rows that fill a shortfall of `count` (int64): the most central or random unpicked free rows, or none."
+    left = free.copy(); left[picked] = False
+    candidates = np.flatnonzero(left)
+    if rule == 'none' or count <= 0: return np.zeros(0, dtype=np.int64)
+    if rule == 'random': return rng.choice(candidates, size=min(count, len(candidates)), replace=False).astype(np.int64)
+    return candidates[np.lexsort((candidates, -centrality[candidates]))[:count]]
+
+# %% ../../nbs/14_presel.ipynb #00000027
+@register('presel', paper='Safaei et al., Filter Images First, Generate Instructions Later (CVPR 2025)',
+          scores='neighbour centrality (mean cosine to the k nearest available cluster members) of each pick',
+          inputs={'tasks': 'labels', 'task_weights': 'task_weights'}, required=('tasks', 'task_weights'))
+@with_presets(task_split=('capped', 'floor'), cluster_split=('largest_remainder', 'round_repair'), top_up=('central', 'random'))
+def presel(X: np.ndarray, # (n, d) image features of the whole pool, reference set included; a memory-mapped .npy is fine
+           budget: int | float, # number N of NEW rows (int), or a fraction of the pool
+           *,
+           tasks: Sequence | np.ndarray, # task of each row (ints or strings)
+           task_weights: Sequence[float] | np.ndarray | Mapping, # task weights, in sorted task order or task -> weight
            reference_set: Sequence[int] | np.ndarray | None = None, # rows already chosen (PreSel's D_ref); never picked
-           clusters_per_task: int | Sequence[int] | Mapping | None = None, # k-means clusters per task; None = max(1, |T|/100)
-           neighbors: int = 5, # k of neighbour centrality
+           clusters: int | Sequence[int] | Mapping | None = None, # k-means clusters per task; None = max(1, |T|/100)
            labels: Sequence[int] | np.ndarray | None = None, # given cluster labels (skip k-means)
-           seed: int = 0, # seed of k-means and of the random top-up
-           task_split: str | None = None, # 'capped' | 'floor'; None = from the preset
-           cluster_split: str | None = None, # 'largest_remainder' | 'round_repair'; None = from the preset
-           kmeans_restarts: int = 1, # k-means starts per task, the lowest-inertia one kept
+           neighbors: int = 5, # k of neighbour centrality
+           restarts: int = 1, # k-means starts per task, the lowest-inertia one kept
+           task_split: str = PRESET, # 'capped' (paper) | 'floor' (official)
+           cluster_split: str = PRESET, # 'largest_remainder' (paper) | 'round_repair' (official)
+           top_up: str = PRESET, # 'central' (paper) | 'random' (official) | 'none': how a shortfall is filled
+           seed: int = 0, # seed of k-means and of a random top-up
+           preset: str = 'paper', # 'paper' | 'official': the values of the options left at PRESET
           ) -> Selection:
     "PreSel: per-task k-means, budgets by task weight and cluster size, the most central images of each cluster."
     t0 = time.perf_counter()
-    X = as_embeddings(features, 'features')
+    X = as_embeddings(X, 'X', dtype=None)
     n = len(X)
-    task_codes, task_names = as_labels(tasks, n, 'tasks')
+    codes, task_names = as_labels(tasks, n, 'tasks')
     names = task_names.tolist()
-    w = _task_weight_vector(weights, names)
+    w = _weight_vector(task_weights, names)
     ref_rows = _reference_rows(reference_set, n)
-    is_ref = np.zeros(n, dtype=bool); is_ref[ref_rows] = True
-    n_available = n - len(ref_rows)
-    if n_available == 0: raise InputError('reference_set: covers the whole pool; nothing is left to select')
+    free = np.ones(n, dtype=bool); free[ref_rows] = False
+    if not free.any(): raise InputError('reference_set: covers the whole pool; nothing is left to select')
     total = resolve_budget(budget, n, 'budget')
-    if total > n_available:
-        raise InputError(f'budget: {total} new items requested but only {n_available} lie outside the reference set')
-    if labels is not None and clusters_per_task is not None: raise InputError('pass either labels or clusters_per_task, not both')
-    if isinstance(neighbors, bool) or not isinstance(neighbors, numbers.Integral) or neighbors < 1:
-        raise InputError(f'neighbors: expected an int >= 1, got {neighbors!r}')
-    given_labels = None if labels is None else as_labels(labels, n, 'labels')[0]
-    preset = PRESETS['reference' if reference else 'paper']
-    task_split, cluster_split = task_split or preset['task_split'], cluster_split or preset['cluster_split']
-    if cluster_split not in CLUSTER_SPLITS: raise InputError(f'cluster_split: expected one of {CLUSTER_SPLITS}, got {cluster_split!r}')
+    if total > free.sum(): raise InputError(f'budget: {total} new rows requested but only {free.sum()} lie outside the reference set')
+    if labels is not None and clusters is not None: raise InputError('pass either labels or clusters, not both')
+    given = None if labels is None else as_labels(labels, n, 'labels')[0]
+    neighbors, restarts = check_int(neighbors, 'neighbors', 1), check_int(restarts, 'restarts', 1)
+    check_choice(task_split, 'task_split', TASK_SPLITS); check_choice(cluster_split, 'cluster_split', CLUSTER_SPLITS)
+    check_choice(top_up, 'top_up', TOP_UPS)
     rng = make_rng(seed)
 
-    task_sizes = np.bincount(task_codes, minlength=len(names))
-    task_available = np.bincount(task_codes[~is_ref], minlength=len(names))
-    n_clusters = _clusters_per_task(clusters_per_task, names, task_sizes)
+    task_sizes = np.bincount(codes, minlength=len(names))
+    task_available = np.bincount(codes[free], minlength=len(names))
+    n_clusters = _cluster_counts(clusters, names, task_sizes)
     task_budgets = presel_task_split(w, total, task_available, task_split)
-    Xn = l2_normalize(X)
-    cluster_labels = np.zeros(n, dtype=np.int64)
-    centrality = np.full(n, np.nan)
-    picks, per_task, cluster_budgets, t_kmeans = [], {}, {}, 0.0
-    for t, name in enumerate(names):
-        rows = np.flatnonzero(task_codes == t)
-        t1 = time.perf_counter()
-        if given_labels is not None: raw = given_labels[rows]
-        elif n_clusters[t] > 1: raw = kmeans(Xn[rows], int(n_clusters[t]), nredo=kmeans_restarts, seed=seed).labels
-        else: raw = np.zeros(len(rows), dtype=np.int64)
-        t_kmeans += time.perf_counter() - t1
-        ids, local = np.unique(raw, return_inverse=True)
-        cluster_labels[rows] = local
-        free = ~is_ref[rows]
-        sizes = np.bincount(local, minlength=len(ids))
-        available = np.bincount(local[free], minlength=len(ids))
-        budgets = presel_cluster_split(available, sizes, int(task_budgets[t]), cluster_split)
-        cluster_budgets[name] = budgets
-        chosen = []
-        for c in range(len(ids)):
-            members = rows[free & (local == c)]
-            if len(members) == 0: continue
-            centrality[members] = neighbor_centrality(Xn[members], neighbors)
-            order = np.lexsort((members, -centrality[members]))
-            chosen.extend(members[order[:budgets[c]]].tolist())
-        per_task[name] = np.array(chosen, dtype=np.int64)
-        picks.extend(chosen)
-
-    shortfall = total - len(picks)
-    top_up = np.zeros(0, dtype=np.int64)
-    if shortfall > 0:
-        taken = is_ref.copy(); taken[picks] = True
-        top_up = rng.choice(np.flatnonzero(~taken), size=shortfall, replace=False).astype(np.int64)
-    selected = np.concatenate([np.array(picks, dtype=np.int64), top_up])
-    params = {'budget': total, 'reference': reference, 'neighbors': int(neighbors), 'seed': seed, 'kmeans_restarts': kmeans_restarts,
-              'task_split': task_split, 'cluster_split': cluster_split, 'given_labels': labels is not None}
-    info = {'method': 'presel', 'params': params, 'tasks': names, 'weights': w,
-            'task_sizes': task_sizes, 'task_available': task_available, 'task_budgets': task_budgets,
-            'n_clusters': np.array([len(cluster_budgets[t]) for t in names], dtype=np.int64),
-            'cluster_budgets': cluster_budgets, 'labels': cluster_labels, 'nc': centrality,
-            'selected': selected, 'selected_per_task': per_task, 'top_up': top_up,
-            'shortfall': max(shortfall, 0), 'surplus': max(-shortfall, 0), 'reference_set': ref_rows,
-            'timings': {'kmeans_s': t_kmeans, 'total_s': time.perf_counter() - t0}}
-    return Selection(np.concatenate([selected, ref_rows]), None, info)
-
-# %% ../../nbs/14_presel.ipynb #0000001f
-@dataclass
-class ImageUnits:
-    "Records grouped into selection units: images, or (image, task) pairs."
-    image_ids: list # distinct image ids, in order of first appearance
-    image_refs: list # `record['image']` of each distinct image (a path or an id), for feature extraction
-    unit_image: np.ndarray # index into image_ids of each unit
-    unit_task: list # task of each unit
-    unit_records: list # record indices (int64 array) of each unit
-
-    def __len__(self) -> int: return len(self.unit_task)
-
-def _record_tasks(records: Sequence, tasks_or_key) -> list:
-    "Task of every record, from a meta/record key, a function of the record, or a sequence."
-    if isinstance(tasks_or_key, str):
-        key, out = tasks_or_key, []
-        for i, r in enumerate(records):
-            meta = r.get('meta') or {}
-            if key in meta: out.append(meta[key])
-            elif key in r: out.append(r[key])
-            else: raise InputError(f"tasks_or_key: record {i} has no '{key}' in its meta or fields")
-        return out
-    if callable(tasks_or_key): return [tasks_or_key(r) for r in records]
-    out = list(tasks_or_key)
-    if len(out) != len(records): raise InputError(f'tasks_or_key: expected {len(records)} tasks (one per record), got {len(out)}')
-    return out
-
-def _record_image(record: Mapping, i: int, image_key) -> Hashable:
-    "The image id of a record."
-    if callable(image_key): return image_key(record)
-    meta = record.get('meta') or {}
-    key = image_key or 'image_id'
-    if key in meta: return meta[key]
-    if image_key is None and record.get('image'): return record['image']
-    raise InputError(f"record {i}: has no image id (meta '{key}'{' or image' if image_key is None else ''})")
-
-def image_units(records: Sequence[Mapping], # normalised records, several may share an image
-                tasks_or_key: str | Callable | Sequence, # meta key of the task, a function record -> task, or one task per record
-                unit: str = 'image', # 'image' (task by majority) or 'image_task' ((image, task) pairs)
-                image_key: str | Callable | None = None, # meta key or function giving the image id; None = meta 'image_id', else `image`
-               ) -> ImageUnits:
-    "Group records into PreSel's selection units."
-    if unit not in ('image', 'image_task'): raise InputError(f"unit: expected 'image' or 'image_task', got {unit!r}")
-    if len(records) == 0: raise InputError('records: empty')
-    tasks = _record_tasks(records, tasks_or_key)
-    image_index, image_ids, image_refs, groups = {}, [], [], {}
-    for i, r in enumerate(records):
-        img = _record_image(r, i, image_key)
-        if img not in image_index:
-            image_index[img] = len(image_ids); image_ids.append(img); image_refs.append(r.get('image') or img)
-        key = (image_index[img],) if unit == 'image' else (image_index[img], tasks[i])
-        groups.setdefault(key, []).append(i)
-    unit_image, unit_task, unit_records = [], [], []
-    for key, members in groups.items():
-        if unit == 'image':
-            counts = Counter(tasks[i] for i in members)
-            task = max(sorted(counts), key=counts.get)
-        else: task = key[1]
-        unit_image.append(key[0]); unit_task.append(task); unit_records.append(np.array(members, dtype=np.int64))
-    return ImageUnits(image_ids, image_refs, np.array(unit_image, dtype=np.int64), unit_task, unit_records)
-
-# %% ../../nbs/14_presel.ipynb #00000022
-@dataclass
-class PreselResult:
-    "What `presel_pipeline` returns."
-    selection: Selection # over the units; indices = new picks, then the reference units
-    units: ImageUnits # the grouping of the records
-    selected_image_ids: list # images of the new picks, in pick order, without repeats
-    reference_image_ids: list # images of the reference units
-    records: list # the training set: records of the new picks, then of the reference units
-    irs: np.ndarray # IRS of every reference record
-    task_irs: dict # task -> mean IRS of its reference records
-    weights: dict # task -> weight
-    timings: dict = field(default_factory=dict) # seconds per stage
-
-def _unit_features(image_features, units: ImageUnits) -> np.ndarray:
-    "Features of every unit from per-image features (array, mapping or function of the image references)."
-    n_images = len(units.image_ids)
-    if isinstance(image_features, Mapping):
-        missing = [i for i in units.image_ids if i not in image_features]
-        if missing: raise InputError(f'image_features: no vector for image(s) {missing[:5]}')
-        F = as_embeddings(np.stack([np.asarray(image_features[i]) for i in units.image_ids]), 'image_features')
-    else:
-        F = as_embeddings(image_features(list(units.image_refs)) if callable(image_features) else image_features, 'image_features')
-    if len(F) != n_images: raise InputError(f'image_features: expected {n_images} rows (one per distinct image), got {len(F)}')
-    return F[units.unit_image]
-
-def draw_reference_units(unit_task: Sequence, # task of each unit
-                         fraction: float = 0.05, # share of each task drawn
-                         seed: int = 0, # random seed
-                        ) -> np.ndarray:
-    "PreSel's reference set: max(1, int(fraction * |T|)) random units of every task (sorted int64)."
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
-        raise InputError(f'reference_fraction: expected a number in (0, 1), got {fraction!r}')
-    codes, _ = as_labels(np.asarray(unit_task), len(unit_task), 'tasks')
-    rng = make_rng(seed)
-    drawn = [rng.choice(np.flatnonzero(codes == t), size=max(1, int(fraction * np.sum(codes == t))), replace=False)
-             for t in range(codes.max() + 1)]
-    return np.sort(np.concatenate(drawn)).astype(np.int64)
-
-def presel_pipeline(records: Sequence[Mapping], # normalised records (several per image allowed)
-                    tasks_or_key: str | Callable | Sequence, # meta key of the task, a function record -> task, or one task per record
-                    image_features: np.ndarray | Mapping | Callable, # per-image features (see above)
-                    scorer: Callable[[list], Sequence[float]], # records -> mean response loss per record
-                    budget: int | float, # number of NEW units, or a fraction of the units
-                    reference_fraction: float = 0.05, # share of each task in the reference set
-                    unit: str = 'image', # 'image' or 'image_task'
-                    image_key: str | Callable | None = None, # how to find a record's image id
-                    tau: float | None = None, # task-weight temperature; None = 1/sqrt(M)
-                    reference: bool = False, # the official code's budgets and top-up
-                    clusters_per_task: int | Sequence[int] | Mapping | None = None, # k-means clusters per task
-                    neighbors: int = 5, # k of neighbour centrality
-                    kmeans_restarts: int = 1, # k-means starts per task
-                    seed: int = 0, # seed of the reference draw, k-means and top-up
-                   ) -> PreselResult:
-    "PreSel end to end on records: reference set, IRS, task weights, per-task clustering and NC selection."
-    t0 = time.perf_counter()
-    units = image_units(records, tasks_or_key, unit, image_key)
-    X = _unit_features(image_features, units)
+    cluster_labels, centrality, picked, cluster_budgets = _select_tasks(X, codes, names, free, n_clusters, given, task_budgets,
+                                                                        cluster_split, restarts, neighbors, seed)
     t1 = time.perf_counter()
-    ref_units = draw_reference_units(units.unit_task, reference_fraction, seed)
-    ref_records = np.concatenate([units.unit_records[u] for u in ref_units])
-    ref_tasks = np.concatenate([[units.unit_task[u]] * len(units.unit_records[u]) for u in ref_units])
-    batch = [records[i] for i in ref_records]
-    loss_with = as_scores(scorer(batch), len(batch), 'scorer(records)')
-    loss_without = as_scores(scorer([question_free_record(r) for r in batch]), len(batch), 'scorer(question-free records)')
-    irs = instruction_relevance(loss_with, loss_without)
-    names = sorted(set(units.unit_task))
-    task_irs = {t: float(irs[ref_tasks == t].mean()) for t in names}
-    weights = dict(zip(names, task_weights([task_irs[t] for t in names], tau).tolist()))
-    t2 = time.perf_counter()
-    sel = presel(X, units.unit_task, budget, weights, reference=reference, reference_set=ref_units,
-                 clusters_per_task=clusters_per_task, neighbors=neighbors, kmeans_restarts=kmeans_restarts, seed=seed)
-    sel.info['params'].update(unit=unit, reference_fraction=reference_fraction, tau=tau)
-    picked = sel.info['selected']
-    selected_images = list(dict.fromkeys(units.image_ids[units.unit_image[u]] for u in picked.tolist()))
-    reference_images = list(dict.fromkeys(units.image_ids[units.unit_image[u]] for u in ref_units.tolist()))
-    training = [records[i] for u in sel.indices.tolist() for i in units.unit_records[u].tolist()]
-    timings = {'features_s': t1 - t0, 'irs_s': t2 - t1, 'select_s': time.perf_counter() - t2}
-    return PreselResult(sel, units, selected_images, reference_images, training, irs, task_irs, weights, timings)
+    extra = _top_up(free, picked, centrality, total - len(picked), top_up, rng)
+    selected = np.concatenate([picked, extra])
+    shortfall = total - len(selected)
+    reason = f"the splits placed {len(picked)} of {total} rows and top_up='none' leaves the rest" if shortfall else None
+    params = {'budget': total, 'neighbors': neighbors, 'restarts': restarts, 'clusters': n_clusters.tolist(),
+              'labels_given': labels is not None, 'reference_set_size': len(ref_rows), 'seed': seed}
+    info = {'task_names': names, 'task_weights': w, 'task_sizes': task_sizes, 'task_available': task_available,
+            'task_budgets': task_budgets, 'cluster_budgets': cluster_budgets, 'labels': cluster_labels,
+            'centrality': centrality, 'reference_set': ref_rows, 'top_up': extra}
+    return Selection(selected, centrality[selected], method='presel', params=params,
+                     timings={'cluster_select_s': t1 - t0, 'top_up_s': time.perf_counter() - t1},
+                     shortfall=shortfall, shortfall_reason=reason,
+                     per_pick={'task': task_names[codes[selected]], 'cluster': cluster_labels[selected],
+                               'centrality': centrality[selected]}, info=info)
