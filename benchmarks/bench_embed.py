@@ -13,8 +13,12 @@ compared: when embed_texts and bare_loop_sorted run the same batches, the model 
 outside the model is what the wrapper costs, a figure that stays stable on a shared, busy machine where whole-run
 times swing by tens of percent.
 
-Usage: python benchmarks/bench_embed.py [--n 500] [--batch-size 32] [--repeats 2] [--threads 2]
-Writes benchmarks/results/embed.json.
+With --ray it times instead the Ray executor (executor='ray', a local Ray cluster of --threads CPUs, one actor per
+CPU, shards of --shard-rows texts) against the local path on the same texts, cold (empty cache) and resumed (every
+shard saved), and checks that the float16 shards give the local vectors.
+
+Usage: python benchmarks/bench_embed.py [--n 500] [--batch-size 32] [--repeats 2] [--threads 2] [--ray [--shard-rows 128]]
+Writes benchmarks/results/embed.json (with --ray: embed_ray.json).
 """
 import argparse, json, os, platform, sys, tempfile, time
 from pathlib import Path
@@ -64,12 +68,16 @@ def main(argv=None):
     ap.add_argument('--max-tokens', type=int, default=256)
     ap.add_argument('--repeats', type=int, default=2)
     ap.add_argument('--threads', type=int, default=2, help='torch CPU threads')
-    ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'embed.json'))
+    ap.add_argument('--ray', action='store_true', help="time executor='ray' against the local path instead")
+    ap.add_argument('--shard-rows', type=int, default=128, help='texts per Ray shard (with --ray)')
+    ap.add_argument('--out', default=None, help='results file (default benchmarks/results/embed.json, or embed_ray.json with --ray)')
     args = ap.parse_args(argv)
+    args.out = args.out or str(ROOT / 'benchmarks' / 'results' / ('embed_ray.json' if args.ray else 'embed.json'))
     torch.set_num_threads(args.threads)
 
     records = load_sharegpt(max_records=2 * args.n)
     texts = list(dict.fromkeys('\n'.join(m['content'] for m in r['messages']) for r in records))[:args.n]  # distinct texts: embed_texts embeds a repeated text once
+    if args.ray: return bench_ray(texts, args)
     model, tokenizer = load_text_encoder(device='cpu')
     n_tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_tokens)['input_ids']]
     bare_loop(texts[:64], model, tokenizer, args.batch_size, args.max_tokens, sort=False)  # warm-up
@@ -87,14 +95,14 @@ def main(argv=None):
         print(f'{name:18s} {total:8.2f} s  {len(texts) / total:8.1f} texts/s  outside the model {total - timer.seconds:6.2f} s', flush=True)
         return result
 
-    kw = dict(model=model, tokenizer=tokenizer, max_tokens=args.max_tokens, batch_size=args.batch_size, progress=False)
+    kw = dict(model=model, tokenizer=tokenizer, max_tokens=args.max_tokens, batch_size=args.batch_size, progress=False, cache=False)
     E_bare = record('bare_loop', lambda: bare_loop(texts, model, tokenizer, args.batch_size, args.max_tokens, sort=False))
     for _ in range(args.repeats):
         E_sorted = record('bare_loop_sorted', lambda: bare_loop(texts, model, tokenizer, args.batch_size, args.max_tokens, sort=True))
         E = record('embed_texts', lambda: embed_texts(texts, **kw))
     with tempfile.TemporaryDirectory() as cache:
-        record('embed_texts_cold', lambda: embed_texts(texts, cache_dir=cache, **kw))
-        E_warm = record('embed_texts_warm', lambda: embed_texts(texts, cache_dir=cache, **kw))
+        record('embed_texts_cold', lambda: embed_texts(texts, cache_dir=cache, **{**kw, 'cache': True}))
+        E_warm = record('embed_texts_warm', lambda: embed_texts(texts, cache_dir=cache, **{**kw, 'cache': True}))
 
     result = {
         'benchmark': 'embed_texts vs a bare transformers forward loop',
@@ -120,6 +128,32 @@ def main(argv=None):
     out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(result, indent=1) + '\n'); os.replace(tmp, out)
     print(json.dumps({k: v for k, v in result.items() if k not in ('runs', 'machine')}, indent=1))
+    return result
+
+
+def bench_ray(texts, args):
+    "The Ray executor against the local path: wall time cold and resumed, agreement of the vectors."
+    import ray
+    os.environ.setdefault('RAY_agent_register_timeout_ms', '180000')
+    kw = dict(max_tokens=args.max_tokens, batch_size=args.batch_size, progress=False, device='cpu')
+    t = time.perf_counter(); E_local = embed_texts(texts, cache=False, **kw); local_s = time.perf_counter() - t
+    t = time.perf_counter(); ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False); init_s = time.perf_counter() - t
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            ray_kw = dict(executor='ray', num_workers=args.threads, shard_rows=args.shard_rows, cache_dir=cache, **kw)
+            t = time.perf_counter(); E_ray = embed_texts(texts, **ray_kw); cold_s = time.perf_counter() - t
+            t = time.perf_counter(); embed_texts(texts, **ray_kw); resumed_s = time.perf_counter() - t
+    finally: ray.shutdown()
+    result = {'benchmark': "embed_texts executor='ray' vs 'local'", 'model': 'all-MiniLM-L6-v2, mean pooling, unit rows',
+              'n_texts': len(texts), 'batch_size': args.batch_size, 'max_tokens': args.max_tokens, 'shard_rows': args.shard_rows,
+              'ray_cpus': args.threads, 'actors': args.threads, 'torch_threads_local': args.threads,
+              'local_s': round(local_s, 2), 'ray_init_s': round(init_s, 2), 'ray_cold_s': round(cold_s, 2),
+              'ray_all_shards_saved_s': round(resumed_s, 2), 'max_abs_diff_vs_local': float(np.abs(E_ray - E_local).max()),
+              'load_average': os.getloadavg(), 'machine': {'platform': platform.platform(), 'python': sys.version.split()[0],
+                                                            'torch': torch.__version__, 'ray': ray.__version__}}
+    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(result, indent=1) + '\n'); os.replace(tmp, out)
+    print(json.dumps(result, indent=1))
     return result
 
 

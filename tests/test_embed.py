@@ -1,5 +1,7 @@
-"""datasel.models.embed: pooling with masks, length-sorted batching in input order, the on-disk cache (reuse, resume),
-images pooled and spatial, per-token states of a causal LM, and clear errors."""
+"""datasel.models.embed: pooling with masks, length-sorted batching in input order, the on-disk cache (on by default,
+reuse, resume, flush by time and on Ctrl-C), images pooled and spatial, per-token states of a causal LM, warnings for
+empty texts and zero rows, quiet loading, and clear errors."""
+import warnings
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,14 @@ from datasel.models import embed
 from datasel.models.embed import (embed_texts, embed_images, token_states, pool_hidden, length_sorted_batches, ShardCache,
                            model_fingerprint, content_key)
 from datasel.models.assets import load_text_encoder, load_digits_images, load_easy_vqa
+
+
+@pytest.fixture(autouse=True)
+def default_cache(tmp_path_factory, monkeypatch):
+    "The default embedding cache of each test lives in its own folder (model caches stay where they are)."
+    root = tmp_path_factory.mktemp('datasel-cache')
+    monkeypatch.setattr(embed, 'cache_root', lambda: root)
+    return root
 
 
 @pytest.fixture(scope='module')
@@ -154,7 +164,7 @@ def test_changed_weights_get_their_own_cache(tiny_lm, tmp_path):
 
 def test_interrupted_run_resumes_from_finished_shards(minilm, tmp_path, monkeypatch):
     model, tok = minilm
-    monkeypatch.setattr(embed, 'CACHE_SHARD_ROWS', 8)
+    monkeypatch.setattr(embed, 'FLUSH_ROWS', 8)
     reference = embed_texts(TEXTS, model, tok, batch_size=8, progress=False)
     real = model.forward
     calls = {'n': 0}
@@ -312,6 +322,77 @@ def test_nan_from_the_model_is_reported(tiny_lm):
     model, tok = tiny_lm
     with torch.no_grad(): saved = model.model.norm.weight.clone(); model.model.norm.weight.fill_(float('nan'))
     try:
-        with pytest.raises(DataselError, match='NaN or inf for texts'): embed_texts(['a b', 'c'], model, tok, progress=False)
+        with pytest.raises(DataselError, match='NaN or inf'): embed_texts(['a b', 'c'], model, tok, progress=False)
     finally:
         with torch.no_grad(): model.model.norm.weight.copy_(saved)
+
+
+# ---------------------------------------------------------------- caches on by default, flushing, warnings, quiet loading
+
+def test_cache_is_on_by_default_and_can_be_turned_off(minilm, default_cache):
+    model, tok = minilm
+    first = embed_texts(TEXTS[:5], model, tok, progress=False)
+    folder, = (default_cache / 'embeddings').glob('texts-*')
+    with ForwardCounter(model) as c:
+        assert np.array_equal(embed_texts(TEXTS[:5], model, tok, progress=False), first)
+        assert c.calls == 0
+        embed_texts(TEXTS[:5], model, tok, progress=False, cache=False)
+        assert c.calls == 1
+    assert len(list(folder.glob('shard-*.npz'))) == 1
+
+
+def test_time_based_flush_writes_a_shard_per_batch(minilm, tmp_path, monkeypatch):
+    model, tok = minilm
+    monkeypatch.setattr(embed, 'FLUSH_SECONDS', 0.0)          # every batch is older than the limit
+    embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
+    folder, = tmp_path.glob('texts-*')
+    assert len(list(folder.glob('shard-*.npz'))) == 4           # 30 texts in batches of 8, each flushed at once
+
+
+def test_a_kill_after_the_flush_interval_keeps_the_work(minilm, tmp_path, monkeypatch):
+    "A SIGKILL runs no `finally`: what survives is what the time-based flush wrote."
+    model, tok = minilm
+    monkeypatch.setattr(embed, 'FLUSH_SECONDS', 0.0)
+    real = model.forward
+    calls, writes = {'n': 0, 'on_disk_at_kill': None}, []
+    def killed_on_third(*a, **k):
+        calls['n'] += 1
+        if calls['n'] == 3: calls['on_disk_at_kill'] = len(writes); raise SystemExit('killed')
+        return real(*a, **k)
+    monkeypatch.setattr(model, 'forward', killed_on_third)
+    put = embed.ShardCache.put
+    monkeypatch.setattr(embed.ShardCache, 'put', lambda self, *a, **k: writes.append(1) or put(self, *a, **k))
+    with pytest.raises(SystemExit): embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
+    assert calls['on_disk_at_kill'] == 2                         # both finished batches were on disk before the kill
+
+
+def test_empty_texts_warn_and_fail_when_strict(minilm):
+    model, tok = minilm
+    with pytest.warns(UserWarning, match=r'texts \[1, 3\]: 2 empty texts'):
+        embed_texts(['a', '', 'b', ' \n'], model, tok, progress=False, cache=False)
+    with pytest.raises(InputError, match=r'texts \[0\]: 1 empty texts'):
+        embed_texts([''], model, tok, progress=False, cache=False, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        embed_texts(['a', 'b'], model, tok, progress=False, cache=False)   # nothing to say about clean texts
+
+
+def test_all_zero_rows_warn_and_fail_when_strict(digits):
+    class Dead(torch.nn.Module):
+        def extract_features(self, x): return torch.zeros(len(x), 4, 2, 2)
+    with pytest.warns(UserWarning, match=r'rows of the image features \[0, 1\]: 2 all-zero rows'):
+        embed_images(digits[:2], Dead(), progress=False, cache=False)
+    with pytest.raises(InputError, match='all-zero rows'):
+        embed_images(digits[:2], Dead(), progress=False, cache=False, strict=True)
+
+
+def test_progress_false_hides_transformers_loading_bar(capsys):
+    from datasel.models.assets import text_encoder_path
+    load_text_encoder(str(text_encoder_path()), device='cpu', progress=False)
+    assert 'Loading weights' not in capsys.readouterr().err
+    load_text_encoder(str(text_encoder_path()), device='cpu', progress=True)
+    assert 'Loading weights' in capsys.readouterr().err         # the check above could fail
+
+
+def test_bad_executor_is_named(minilm):
+    with pytest.raises(InputError, match='executor'): embed_texts(['x'], *minilm, executor='spark')

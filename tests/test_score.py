@@ -4,11 +4,19 @@ import pytest
 import torch
 
 from datasel.core import InputError
-from datasel.selectors.presel import question_free_record
-from datasel.models.score import (IGNORE_INDEX, encode_record, first_exchange, generate, generation_gap, ifd, irs_losses,
-                           perplexity, response_loss, score_records, tiny_causal_lm)
+from datasel.models import embed
+from datasel.models.score import (IGNORE_INDEX, batch_response_loss, encode_record, first_exchange, generate, generation_gap, ifd,
+                                  irs_losses, perplexity, question_free_record, response_loss, score_records, tiny_causal_lm)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+
+@pytest.fixture(autouse=True)
+def default_cache(tmp_path_factory, monkeypatch):
+    "The default score cache of each test lives in its own folder (model caches stay where they are)."
+    root = tmp_path_factory.mktemp('datasel-cache')
+    monkeypatch.setattr(embed, 'cache_root', lambda: root)
+    return root
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +36,7 @@ POOL = [qa(f'question number {i} ' + 'with some padding words ' * (i % 7), 'an a
 class CountForwards:
     def __init__(self, model):
         self.calls = 0
-        self.hook = model.register_forward_hook(self)
+        self.hook = model.get_decoder().register_forward_hook(self)
 
     def __call__(self, *args):
         self.calls += 1
@@ -182,3 +190,38 @@ def test_ifd_of_a_copied_response_is_lower_than_an_unrelated_one(smollm):
                                   model, tok, progress=False)
     assert copy_ifd < 0.5 * unrelated_ifd
     assert copy_ifd < 0.5 < unrelated_ifd
+
+
+def test_scores_are_cached_by_default_and_not_with_cache_false(tiny, default_cache):
+    model, tok = tiny
+    first = response_loss(POOL[:4], model, tok, progress=False)
+    folder, = (default_cache / 'scores').glob('loss-*')
+    counter = CountForwards(model)
+    try:
+        assert np.array_equal(response_loss(POOL[:4], model, tok, progress=False), first)
+        assert counter.calls == 0
+        response_loss(POOL[:4], model, tok, progress=False, cache=False)
+        assert counter.calls == 1
+    finally: counter.remove()
+    assert len(list(folder.glob('shard-*.npz'))) == 1
+
+
+def test_vocabulary_head_runs_only_on_response_positions(tiny):
+    "No (b, L, V) logit tensor: the head sees as many rows as there are labelled next tokens."
+    model, tok = tiny
+    encoded = [encode_record(r, tok) for r in POOL[:3]]
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    try: batch_response_loss(model, encoded, tok.pad_token_id)
+    finally: hook.remove()
+    assert rows == [sum(int((e['labels'][1:] != IGNORE_INDEX).sum()) for e in encoded)]
+
+
+def test_question_free_record_lives_in_score():
+    rec = {'id': 'v', 'image': 'x.png', 'messages': [{'role': 'user', 'content': '<image>\nWhat shape?'}, {'role': 'assistant', 'content': 'circle'}]}
+    free = question_free_record(rec)
+    assert free['messages'] == [{'role': 'user', 'content': '<image>'}, {'role': 'assistant', 'content': 'circle'}]
+    assert free['meta'] == {'question_free': True} and rec['messages'][0]['content'].startswith('<image>')
+    import ast, inspect, datasel.models.score as score_module
+    imported = [node.module or '' for node in ast.walk(ast.parse(inspect.getsource(score_module))) if isinstance(node, ast.ImportFrom)]
+    assert imported and not [m for m in imported if 'selectors' in m]   # score imports no selector

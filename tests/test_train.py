@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from datasel.core import InputError
+from datasel.models import embed
 from datasel.models.score import record_key, response_loss, tiny_causal_lm
 from datasel.models.train import (answer_scores, clear_shared_prefix_states, evaluate_loss, finetune_lora, normalize_answer,
                            prefix_states, replaying_bottom, shared_prefix_states, token_f1, top_token_nll)
@@ -18,6 +19,12 @@ def qa(question, answer):
 RECORDS = [qa(f'what is {a} plus {b}', f'{a} plus {b} is {a + b}') for a in range(7) for b in range(7)]
 ORDER = np.random.default_rng(0).permutation(len(RECORDS))
 TRAIN, HELDOUT = [RECORDS[i] for i in ORDER[:32]], [RECORDS[i] for i in ORDER[32:]]
+
+
+@pytest.fixture(autouse=True)
+def default_cache(tmp_path_factory, monkeypatch):
+    "The default score cache of each test lives in its own folder (model caches stay where they are)."
+    monkeypatch.setattr(embed, 'cache_root', lambda: tmp_path_factory.mktemp('datasel-cache'))
 
 
 @pytest.fixture(scope='module')
@@ -128,3 +135,18 @@ def test_smollm_lora_lowers_heldout_loss():
     tuned = finetune_lora(train, model, tok, epochs=3, lr=2e-3, batch_size=3, max_tokens=64, train_layers=3, prefix=prefix, progress=False)
     after = evaluate_loss(tuned, tok, heldout, max_tokens=64, prefix=prefix)
     assert after < before - 0.1, (before, after)
+
+
+@pytest.mark.slow
+def test_gemma3_bottom_replay_is_exact_and_lora_trains():
+    "Gemma 3's decoder (sliding-window and global layers, scaled embeddings) replays its cached bottom exactly."
+    from datasel.models.assets import load_causal_lm
+    from datasel.models.train import record_losses
+    model, tok = load_causal_lm('gemma-3-270m', device='cpu', progress=False)
+    recs = [qa(f'Encode the word {w} in Zorbish.', f'Zorbish: {w[::-1].upper()}-zz') for w in ['river', 'stone', 'cloud', 'apple', 'tiger', 'lemon']]
+    full = response_loss(recs, model, tok, max_tokens=64, progress=False, cache=False)
+    prefix = prefix_states(recs, model, tok, frozen_layers=16, max_tokens=64, progress=False)
+    np.testing.assert_allclose(record_losses(model, tok, recs, max_tokens=64, prefix=prefix), full, atol=1e-3)
+    tuned = finetune_lora(recs, model, tok, epochs=3, lr=2e-3, batch_size=3, max_tokens=64, prefix=prefix, progress=False)
+    assert tuned.finetune_info['losses'][-1] < tuned.finetune_info['losses'][0] - 0.1, tuned.finetune_info['losses']
+    assert evaluate_loss(tuned, tok, recs, max_tokens=64, prefix=prefix) < full.mean() - 0.1

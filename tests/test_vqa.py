@@ -107,7 +107,7 @@ def test_token_states_feed_datatailor(data, trained):
 
 
 def test_scorer_trains_on_the_reference_records_then_scores_both_ways(data):
-    from datasel.selectors.presel import question_free_record
+    from datasel.models.score import question_free_record
     records = [{'id': f'r{i}', 'image': 'img.png', 'meta': {},
                 'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}]} for i in range(len(data))]
     scorer = VQAScorer(data, epochs=3, width=32)
@@ -156,7 +156,7 @@ def test_states_fn_trains_its_reference_model_once(data):
 
 def test_datatailor_on_real_easy_vqa_records():
     from datasel.models.assets import load_easy_vqa
-    from datasel.selectors.datatailor import datatailor_from_records
+    from datasel.pipelines import datatailor_from_records
     from datasel.models.vqa import vqa_features
     records = load_easy_vqa('train', max_records=1500)[::5]   # 300 questions about 150 pictures
     features = vqa_features(records, progress=False)
@@ -166,7 +166,7 @@ def test_datatailor_on_real_easy_vqa_records():
     kinds = {r['meta']['question_kind'] for r in records}
     assert set(sel.info['task_names']) == kinds == {'shape', 'color', 'yes_no'}
     assert {records[i]['meta']['question_kind'] for i in sel.indices} == kinds
-    assert (sel.info['task_budgets'] > 0).all() and np.isfinite(sel.info['informativeness']).all()
+    assert (sel.info['task_budgets'] > 0).all() and np.isfinite(sel.per_pick['informativeness']).all()
 
 
 @pytest.mark.slow

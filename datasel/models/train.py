@@ -13,20 +13,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 from ..core import DataselError, InputError, make_rng
-from .assets import require
-from .embed import model_fingerprint, pad_right, length_sorted_batches
-from .score import (IGNORE_INDEX, encode_record, record_key, resolve_causal_lm, response_loss, generate, pad_labels,
-                           model_device, evaluating, first_exchange, score_cache, tiny_causal_lm)
+from .assets import require, model_device
+from .embed import model_fingerprint, pad_right, length_sorted_batches, evaluating
+from .score import (IGNORE_INDEX, LOGIT_TRANSFORMS, encode_record, record_key, resolve_causal_lm, response_loss, generate,
+                                  pad_labels, first_exchange, score_cache, tiny_causal_lm)
 
 # %% auto #0
-__all__ = ['LOGIT_TRANSFORMS', 'MAX_SHARED_PREFIXES', 'decoder_layers', 'layer_inputs', 'bottom_fingerprint', 'PrefixStates',
-           'prefix_states', 'shared_prefix_states', 'clear_shared_prefix_states', 'replaying_bottom', 'top_token_nll',
+__all__ = ['MAX_SHARED_PREFIXES', 'decoder_layers', 'layer_inputs', 'bottom_fingerprint', 'PrefixStates', 'prefix_states',
+           'shared_prefix_states', 'clear_shared_prefix_states', 'replaying_bottom', 'top_token_nll',
            'share_frozen_copy', 'finetune_lora', 'record_losses', 'evaluate_loss', 'normalize_answer', 'token_f1',
            'answer_scores']
 
 # %% ../../nbs/21_train.ipynb #00000006
-LOGIT_TRANSFORMS = ('final_logit_softcapping', 'logit_scale', 'logits_scaling')
-
 def decoder_layers(model: Any) -> torch.nn.ModuleList:
     "The decoder blocks of a causal LM (`model.get_decoder().layers`: Llama, Mistral, Qwen, SmolLM, ...)."
     decoder = model.get_decoder() if hasattr(model, 'get_decoder') else None
@@ -305,7 +303,7 @@ def record_losses(model: Any, # causal LM (a base model or one `finetune_lora` r
                   prefix: PrefixStates | str | None = 'shared', # cached bottom states (same base model): 'shared' (process-wide, for models from `finetune_lora`), a `PrefixStates`, or None (full forward passes)
                   end_of_turn: bool = True, # score the end-of-turn marker too
                   progress: bool = False, # show a progress bar
-                  cache_dir: str | os.PathLike | None = None, # on-disk cache of the losses (shared with `response_loss`); None = no cache
+                  cache_dir: str | os.PathLike | None = None, # on-disk cache of the losses (shared with `response_loss`); None = no cache, since a fine-tuned model is usually evaluated once
                  ) -> np.ndarray:
     "Mean response-token loss of every record, float64 (n,): through the cached bottom states when given."
     if isinstance(prefix, str):
@@ -313,11 +311,12 @@ def record_losses(model: Any, # causal LM (a base model or one `finetune_lora` r
         trained = getattr(model, 'finetune_info', {}).get('params', {}).get('train_layers')
         prefix = None if trained is None else shared_prefix_states(model, len(decoder_layers(model)) - trained, max_tokens, end_of_turn)
     if prefix is None:
-        return response_loss(records, model, tokenizer, batch_size, max_tokens, cache_dir, progress=progress, end_of_turn=end_of_turn)
+        return response_loss(records, model, tokenizer, batch_size, max_tokens, cache_dir, progress=progress, end_of_turn=end_of_turn,
+                             cache=cache_dir is not None)
     if (prefix.max_tokens, prefix.end_of_turn) != (max_tokens, end_of_turn):
         raise InputError(f'prefix: was built with max_tokens={prefix.max_tokens}, end_of_turn={prefix.end_of_turn}')
     if bottom_fingerprint(model, prefix.frozen_layers) != prefix.bottom_key: raise InputError('prefix: was computed with another base model')
-    cache = score_cache(cache_dir, 'loss', model, tokenizer, max_tokens=max_tokens, end_of_turn=end_of_turn)
+    cache = score_cache(cache_dir, 'loss', model, tokenizer, cache_dir is not None, max_tokens=max_tokens, end_of_turn=end_of_turn)
     keys = [record_key(r) for r in records]
     found = cache.get(dict.fromkeys(keys)) if cache is not None else {}
     todo = list({k: r for k, r in zip(keys, records) if k not in found}.items())

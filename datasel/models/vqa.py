@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 from ..core import InputError, as_scores, make_rng
-from .assets import EASY_VQA_ANSWERS, ImagePreprocess, cache_root, load_text_encoder, resolve_device
+from .assets import EASY_VQA_ANSWERS, ImagePreprocess, cache_root, load_text_encoder, loading_progress, resolve_device
 from .embed import embed_images, token_states
 
 # %% auto #0
@@ -87,8 +87,8 @@ def vqa_features(records: Sequence[Mapping], # easy-vqa (LLaVA-style) records wi
     question_names, question_index = np.unique(np.asarray(questions), return_inverse=True)
     if cache_dir == 'default': cache_dir = cache_root()/'features'
     images = embed_images(list(image_names), preprocess=ImagePreprocess(size=image_size), spatial=True, batch_size=batch_size,
-                          device=device, cache_dir=cache_dir, progress=progress)
-    encoder, tokenizer = _text_encoder(str(resolve_device(device)))
+                          device=device, cache_dir=cache_dir, cache=cache_dir is not None, progress=progress)
+    with loading_progress(progress): encoder, tokenizer = _text_encoder(str(resolve_device(device)))
     states = token_states(list(question_names), encoder, tokenizer, max_tokens=64, batch_size=64, progress=False)
     question_states, lengths = pad_token_states(states)
     lookup = {a: j for j, a in enumerate(answer_names)}
