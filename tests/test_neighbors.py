@@ -299,3 +299,159 @@ def test_without_faiss_auto_falls_back(monkeypatch):
     km = kmeans(X, 5, seed=1)
     assert km.inertia <= 1.05 * with_faiss[2].inertia
     with pytest.raises(MissingDependencyError, match='pip install faiss-cpu'): knn(X, 2, backend='faiss')
+
+
+# ---- out of core, approximate index, seeding ----
+
+def clustered(n=3000, d=16, k=20, seed=3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 3
+    return (centres[rng.integers(k, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def recall(approx, exact):
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(approx.tolist(), exact.tolist())]))
+
+
+def test_exact_index_equals_brute_force():
+    X = clustered(800, 12)
+    for metric in METRICS:
+        v, i = knn(X, 5, metric=metric, index='exact')
+        bv, bi = brute_knn(X, X, 5, metric, drop_first=True)
+        np.testing.assert_array_equal(i, bi)
+        np.testing.assert_allclose(v, bv, rtol=1e-4, atol=1e-4)
+    assert nb.knn_index(800, 12) == 'exact'
+
+
+@pytest.mark.skipif(not faiss_available(), reason='the approximate indexes are faiss indexes')
+@pytest.mark.parametrize('index', ['ivf', 'hnsw'])
+@pytest.mark.parametrize('metric', ['l2', 'cosine'])
+def test_approximate_index_recall(index, metric):
+    X = clustered()
+    ev, ei = knn(X, 10, metric=metric, index='exact')
+    av, ai = knn(X, 10, metric=metric, index=index)
+    assert recall(ai, ei) >= 0.9
+    hit = ai == ei
+    np.testing.assert_allclose(av[hit], ev[hit], rtol=1e-5, atol=1e-5)       # found neighbours get exact values
+    if index == 'ivf':                                                        # deterministic
+        np.testing.assert_array_equal(knn(X, 10, metric=metric, index=index)[1], ai)
+    d_exact = knn_density(X, neighbors=10, index='exact')
+    d_approx = knn_density(X, neighbors=10, index=index)
+    assert np.median(np.abs(d_approx / d_exact - 1)) < 1e-3
+
+
+def test_auto_index_switches_above_the_work_limit(monkeypatch):
+    X = clustered(2000, 8)
+    assert nb.knn_index(2000, 8) == 'exact'
+    monkeypatch.setattr(nb, 'EXACT_WORK', 1000)
+    if faiss_available():
+        assert nb.knn_index(2000, 8) == 'ivf'
+        assert recall(knn(X, 5)[1], knn(X, 5, index='exact')[1]) >= 0.9
+    assert nb.knn_index(2000, 8, backend='numpy') == 'exact'
+    with pytest.raises(InputError, match='index'): knn(X, 5, index='ivf', backend='torch')
+    with pytest.raises(InputError, match='index'): knn(X, 5, index='annoy')
+
+
+@pytest.fixture
+def memmapped(tmp_path):
+    "A float16 pool on disk, opened memory-mapped, and its float32 values in RAM."
+    X = clustered(1200, 16, seed=8).astype(np.float16)
+    X[100] = X[7]                                                             # one duplicate row
+    np.save(tmp_path / 'pool.npy', X)
+    return np.load(tmp_path / 'pool.npy', mmap_mode='r'), X.astype(np.float32)
+
+
+def test_memmapped_input_is_read_in_blocks(memmapped, monkeypatch):
+    M, X32 = memmapped
+    monkeypatch.setattr(nb, '_BLOCK_BYTES', 16 * 4 * 100)                     # 100 rows a block
+    monkeypatch.setattr(nb, '_DB_BYTES', 16 * 4 * 300)                        # 300 reference rows a block
+    C = X32[:7]
+    expected = [knn(X32, 5, metric='l2')[1], knn(X32, 5, metric='cosine')[1], mean_knn_sqdist(X32, neighbors=5),
+                nearest_to_centroids(X32, C), assign(X32, C), pairwise(X32[:5], C, metric='cosine')]
+    seen = []
+    rows = nb._rows
+    def spy(X, s, e, unit=False):
+        if X.shape[0] == len(M): seen.append((nb._is_file_backed(X), min(e, len(X)) - s))
+        return rows(X, s, e, unit)
+    monkeypatch.setattr(nb, '_rows', spy)
+    got = [knn(M, 5, metric='l2')[1], knn(M, 5, metric='cosine')[1], mean_knn_sqdist(M, neighbors=5),
+           nearest_to_centroids(M, C), assign(M, C), next(pairwise_blocks(M, C, metric='cosine'))[2][:5]]
+    for g, e in zip(got, expected): np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
+    assert seen and all(backed for backed, _ in seen)                       # the blocks came from the file itself
+    assert max(n for _, n in seen) <= 300                                     # never more than one block of rows
+    km = kmeans(M, 6, seed=0, max_points_per_centroid=50)
+    assert km.train_rows == 300 and len(km.labels) == len(M)
+
+
+def test_memmapped_input_not_loaded_whole_rss(tmp_path):
+    "In a fresh process, a 150K x 384 float16 memmap (float32: 220 MiB) goes through the geometry with < 1/3 of that in anonymous memory (a float16 copy alone would be 1/2)."
+    import subprocess, sys, textwrap
+    n, d = 150_000, 384
+    script = textwrap.dedent(f'''
+        import threading, time, numpy as np
+        from datasel.geometry import neighbors as nb
+        def anon():
+            for line in open('/proc/self/status'):
+                if line.startswith('RssAnon:'): return int(line.split()[1]) * 1024
+        rng = np.random.default_rng(0)
+        X = np.lib.format.open_memmap('{tmp_path}/big.npy', 'w+', np.float16, ({n}, {d}))
+        for s in range(0, {n}, 25_000): X[s:s + 25_000] = rng.standard_normal((25_000, {d}), dtype=np.float32)
+        X.flush(); del X
+        M = np.load('{tmp_path}/big.npy', mmap_mode='r')
+        nb._BLOCK_BYTES, nb._DB_BYTES = 8 << 20, 16 << 20
+        base, peak, done = anon(), [0], []
+        def watch():
+            while not done: peak[0] = max(peak[0], anon()); time.sleep(0.002)
+        t = threading.Thread(target=watch); t.start()
+        nb.knn(M, 5, queries=M[:20], metric='cosine')
+        nb.mean_knn_sqdist(M[:20], reference=M, neighbors=5)
+        nb.nearest_to_centroids(M, np.asarray(M[:16], dtype=np.float32))
+        nb.kmeans(M, 8, niter=1, seed=0, max_points_per_centroid=64)
+        nb.l2_normalize(M, out=np.lib.format.open_memmap('{tmp_path}/unit.npy', 'w+', np.float16, M.shape))
+        done.append(1); t.join()
+        print(peak[0] - base)
+    ''')
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    grown = int(out.stdout.split()[-1])
+    assert grown < n * d * 4 / 3, f'anonymous memory grew by {grown / 2**20:.0f} MiB'
+
+
+def test_kmeanspp_seeds_on_a_sample_deterministically(monkeypatch):
+    X = clustered(3000, 8, k=12, seed=5)
+    monkeypatch.setattr(nb, 'KMEANSPP_ROWS', 200)                             # seed on 200 of 3000 rows
+    a = nb._kmeanspp(X, 12, np.random.default_rng(4))
+    b = nb._kmeanspp(X, 12, np.random.default_rng(4))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, nb._kmeanspp(X, 12, np.random.default_rng(5)))
+    rows = {r.tobytes() for r in X}
+    assert all(c.tobytes() in rows for c in a)                                # the seeds are rows of X
+    r1, r2 = kmeans(X, 12, seed=7), kmeans(X, 12, seed=7)
+    np.testing.assert_array_equal(r1.centroids, r2.centroids); np.testing.assert_array_equal(r1.labels, r2.labels)
+    assert not np.array_equal(kmeans(X, 12, seed=8).centroids, r1.centroids)
+
+
+def test_kmeans_memmap_matches_in_memory_sample(memmapped):
+    M, X32 = memmapped
+    a = kmeans(M, 5, seed=2, max_points_per_centroid=60)
+    b = kmeans(X32, 5, seed=2, max_points_per_centroid=60)
+    np.testing.assert_array_equal(a.labels, b.labels); np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-6)
+    assert kmeans(M, 5, seed=0).train_rows == len(M)                          # 5 * 256 > 1200 rows: all of them
+
+
+def test_l2_normalize_out_of_core(memmapped, tmp_path):
+    M, X32 = memmapped
+    out = np.lib.format.open_memmap(tmp_path / 'unit.npy', 'w+', np.float32, M.shape)
+    assert l2_normalize(M, out=out, max_bytes=16 * 4 * 64) is out
+    np.testing.assert_array_equal(out, l2_normalize(X32))
+    Y = X32.copy(); l2_normalize(Y, out=Y)                                    # in place
+    np.testing.assert_array_equal(Y, l2_normalize(X32))
+    with pytest.raises(InputError, match='out'): l2_normalize(X32, out=np.empty((3, 3)))
+
+
+def test_distinct_rows_matches_unique():
+    X = clustered(500, 6).round(1)
+    X[[10, 20, 30]] = X[[1, 2, 1]]; X[40, 0] = -0.0; X[41] = X[40]; X[41, 0] = 0.0
+    keep = nb._distinct_rows(X)
+    np.testing.assert_array_equal(keep, np.sort(np.unique(X, axis=0, return_index=True)[1]))
+    assert nb._distinct_rows(np.unique(X, axis=0)) is None

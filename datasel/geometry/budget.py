@@ -7,10 +7,11 @@ rounding and capacity caps, plus the exact roundings of the PreSel, kMQ and Data
 from __future__ import annotations
 import numbers
 import numpy as np
-from ..core import InputError
+from ..core import InputError, check_choice, check_number
 
 # %% auto #0
-__all__ = ['split_budget', 'softmax', 'presel_task_budgets', 'presel_cluster_budgets', 'equal_budgets', 'truncated_budgets']
+__all__ = ['SPLIT_MODES', 'split_budget', 'softmax', 'presel_task_budgets', 'presel_cluster_budgets', 'equal_budgets',
+           'truncated_budgets']
 
 # %% ../../nbs/05_budget.ipynb #00000005
 def _as_total(total, name: str = 'total') -> int:
@@ -45,6 +46,14 @@ def _as_weights(values, name: str, n: int | None = None) -> np.ndarray:
     if (a < 0).any(): raise InputError(f'{name}: expected values >= 0, got {a[a < 0][:3].tolist()}')
     return a
 
+def _as_weights_any(values, name: str) -> np.ndarray:
+    "A non-empty finite 1-D float64 array (any sign)."
+    try: a = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError): raise InputError(f'{name}: expected numbers') from None
+    if a.ndim != 1 or len(a) == 0: raise InputError(f'{name}: expected a non-empty 1-D array, got shape {a.shape}')
+    if not np.isfinite(a).all(): raise InputError(f'{name}: contains NaN or inf')
+    return a
+
 # %% ../../nbs/05_budget.ipynb #00000007
 def _largest_remainder(total: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
     "Split `total` by `weights` with caps (water filling), largest-remainder rounding, ties to the lower index."
@@ -77,6 +86,8 @@ def _largest_remainder(total: int, weights: np.ndarray, caps: np.ndarray) -> np.
     return alloc
 
 # %% ../../nbs/05_budget.ipynb #00000008
+SPLIT_MODES = ('proportional', 'equal', 'weights')
+
 def split_budget(total: int, # items to share out, >= 0
                  sizes=None, # group sizes; also the default caps
                  weights=None, # group weights for mode='weights' (e.g. softmax task weights)
@@ -87,7 +98,7 @@ def split_budget(total: int, # items to share out, >= 0
                 ) -> np.ndarray:
     "Split `total` over groups by size, equally or by weight; largest-remainder rounding, caps, exact sum. int64."
     total = _as_total(total)
-    if mode not in ('proportional', 'equal', 'weights'): raise InputError(f"mode: expected 'proportional', 'equal' or 'weights', got {mode!r}")
+    check_choice(mode, 'mode', SPLIT_MODES)
     n = None
     if sizes is not None: sizes = _as_counts(sizes, 'sizes'); n = len(sizes)
     if weights is not None: weights = _as_weights(weights, 'weights', n); n = len(weights)
@@ -122,19 +133,9 @@ def softmax(x, # scores
            ) -> np.ndarray:
     "Softmax of `x / temperature`, float64, safe for large scores."
     a = _as_weights_any(x, 'x')
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (temperature > 0 and np.isfinite(temperature)):
-        raise InputError(f'temperature: expected a finite number > 0, got {temperature!r}')
-    z = a / float(temperature)
+    z = a / check_number(temperature, 'temperature', 0, open_lo=True)
     e = np.exp(z - z.max())
     return e / e.sum()
-
-def _as_weights_any(values, name: str) -> np.ndarray:
-    "A non-empty finite 1-D float64 array (any sign)."
-    try: a = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError): raise InputError(f'{name}: expected numbers') from None
-    if a.ndim != 1 or len(a) == 0: raise InputError(f'{name}: expected a non-empty 1-D array, got shape {a.shape}')
-    if not np.isfinite(a).all(): raise InputError(f'{name}: contains NaN or inf')
-    return a
 
 # %% ../../nbs/05_budget.ipynb #0000000f
 def presel_task_budgets(weights, # task weights, summing to 1 (PreSel: softmax of -IRS/tau)
