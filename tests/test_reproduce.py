@@ -1,44 +1,82 @@
-"""The reproduction's promise: an experiment run twice through papermill with the same seed writes the same numbers,
-and the report is built from what the runs wrote."""
-import json, shutil
+"""The reproduction front end: where each scale writes, overall progress, the report's banner and columns, and the
+same numbers from the same seed."""
+import json, sys
 from pathlib import Path
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from datasel.reproduce import find_experiments, run_experiment, write_report
+from datasel.reproduce import main, output_root, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / 'nbs' / 'experiments' / '01_novelsum.ipynb'
-TINY = {'pool_size': 40, 'heldout_size': 6, 'subset_sizes': [12], 'train_examples': 12, 'max_tokens': 32, 'sim_repeats': 1}
+EXPERIMENT = r'''{"cells": [
+ {"cell_type": "code", "execution_count": null, "id": "p", "metadata": {"tags": ["parameters"]}, "outputs": [],
+  "source": ["scale = 'ci'\n", "seed = 0\n", "out_dir = None\n", "model = None\n"]},
+ {"cell_type": "code", "execution_count": null, "id": "r", "metadata": {}, "outputs": [],
+  "source": ["import numpy as np\n",
+             "from datasel.experiments import compare, control_result, experiment_dir, make_results, save_results\n",
+             "rng = np.random.default_rng(seed)\n",
+             "arm, base = 0.6 + rng.normal(0, 0.01, 5), 0.5 + rng.normal(0, 0.01, 5)\n",
+             "ctrl = control_result('duplicates', base - 0.1, base)\n",
+             "out = experiment_dir(out_dir, 'PAPER', scale)\n",
+             "save_results(out, make_results(scale, seed, [ctrl], [compare('arm beats base', arm, base, 0.97, control=ctrl)],\n",
+             "             paper='PAPER', title='The PAPER paper', models=[str(model)]))\n"]}],
+ "metadata": {"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}'''
 
 
 def kernel_name():
-    names = KernelSpecManager().find_kernel_specs()
-    return 'datasel' if 'datasel' in names else 'python3'
+    return 'datasel' if 'datasel' in KernelSpecManager().find_kernel_specs() else 'python3'
 
 
-def project_copy(root: Path) -> Path:
-    (root / 'nbs' / 'experiments').mkdir(parents=True)
-    (root / 'pyproject.toml').write_text('')
-    return Path(shutil.copy(NOTEBOOK, root / 'nbs' / 'experiments'))
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / 'nbs' / 'experiments').mkdir(parents=True)
+    (tmp_path / 'pyproject.toml').write_text('')
+    for i, paper in enumerate(['alpha', 'beta'], 1):
+        (tmp_path / 'nbs' / 'experiments' / f'0{i}_{paper}.ipynb').write_text(EXPERIMENT.replace('PAPER', paper))
+    (tmp_path / 'figures').mkdir()
+    (tmp_path / 'figures' / 'README.md').write_text('committed report\n')
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
-def test_same_seed_same_numbers_and_a_report_from_them(tmp_path):
-    runs = []
-    for i in range(2):
-        root = tmp_path / f'run{i}'
-        nb = project_copy(root)
-        assert find_experiments(root) == [nb]
-        info = run_experiment(nb, 'ci', root, kernel_name(), timeout=900, params={**TINY, 'cache_dir': str(root / 'cache')})
-        assert info['status'] == 'ok', info
-        assert (root / 'runs' / 'ci' / nb.name).exists()
-        runs.append(json.loads((root / 'figures' / 'novelsum' / 'results.json').read_text()))
-    first, second = runs
-    assert first['tables']['sizes']['pool_size'] == 40 and first['tables']['sizes']['subset_sizes'] == [12]
-    assert len(first['tables']['subsets']) == 7
-    assert first['claims'] == second['claims']
-    assert first['tables']['subsets'] == second['tables']['subsets']
-    assert {f for f in first['figures']} <= {p.name for p in (tmp_path / 'run1' / 'figures' / 'novelsum').iterdir()}
-    report = write_report(tmp_path / 'run1').read_text()
-    ours = first['claims'][0]['ours']
-    assert f"| {first['claims'][0]['claim']} | 0.97 | {ours:.4g} |" in report
+def test_scales_write_where_they_should(tmp_path):
+    assert output_root(tmp_path, 'ci') == tmp_path / 'runs' / 'ci'
+    assert output_root(tmp_path, 'cpu') == tmp_path / 'runs' / 'cpu'
+    assert output_root(tmp_path, 'gpu') == tmp_path / 'runs' / 'gpu'
+    assert output_root(tmp_path, 'cpu-full') == tmp_path / 'figures'
+    assert output_root(tmp_path, 'ci', 'figures') == tmp_path / 'figures'
+
+
+def test_a_ci_run_leaves_figures_alone_and_says_it_decides_nothing(project, capsys):
+    assert main(['--scale', 'ci', '--kernel', kernel_name(), '--timeout', '300', '--model', 'my-model']) == 0
+    printed = capsys.readouterr().out
+    assert '[1/2] 01_alpha.ipynb - elapsed 0:00, ETA unknown' in printed
+    assert '[2/2] 02_beta.ipynb - elapsed' in printed and 'ETA unknown' not in printed.split('[2/2]')[1].splitlines()[0]
+    assert (project / 'figures' / 'README.md').read_text() == 'committed report\n'
+    assert sorted(p.name for p in (project / 'figures').iterdir()) == ['README.md']
+    res = json.loads((project / 'runs' / 'ci' / 'alpha' / 'results.json').read_text())
+    assert res['models'] == ['my-model'] and res['claims'][0]['verdict'] == 'reproduced'
+    report = (project / 'runs' / 'ci' / 'README.md').read_text()
+    assert 'too small to decide' in report
+    assert '| arm beats base | 0.97 |' in report and '| 5 | duplicates: detected' in report and '**reproduced**' in report
+    assert report.index('The alpha paper') < report.index('The beta paper')
+    # asked explicitly, a run writes figures/, and the same seed gives the same numbers
+    assert main(['--scale', 'ci', '--kernel', kernel_name(), '--timeout', '300', '--model', 'my-model', '--only', 'alpha', '--out', 'figures']) == 0
+    again = json.loads((project / 'figures' / 'alpha' / 'results.json').read_text())
+    assert again['claims'] == res['claims'] and again['controls'] == res['controls']
+    assert 'The alpha paper' in (project / 'figures' / 'README.md').read_text()
+
+
+def test_a_failed_notebook_fails_the_run(project, capsys):
+    bad = project / 'nbs' / 'experiments' / '03_broken.ipynb'
+    bad.write_text(EXPERIMENT.replace("import numpy as np", "raise RuntimeError('boom')"))
+    assert main(['--scale', 'ci', '--kernel', kernel_name(), '--timeout', '300', '--only', 'broken']) == 1
+    assert 'failed: 03_broken.ipynb' in capsys.readouterr().err
+    assert json.loads((project / 'runs' / 'ci' / 'broken' / 'run.json').read_text())['status'].startswith('failed')
+
+
+def test_report_lists_results_in_an_older_format(tmp_path):
+    (tmp_path / 'nbs').mkdir(); (tmp_path / 'pyproject.toml').write_text('')
+    (tmp_path / 'figures' / 'old').mkdir(parents=True)
+    (tmp_path / 'figures' / 'old' / 'results.json').write_text(json.dumps({'claims': [{'claim': 'x', 'reproduced': True}]}))
+    text = write_report(tmp_path).read_text()
+    assert 'does not follow the results schema' in text
