@@ -1,24 +1,22 @@
-"""NovelSelect: the exact incremental algorithm against the official step, on the same input, in one run.
+"""NovelSelect: the exact incremental algorithm against the official step, on the same input, in one run; and the
+levers for large pools (float16 storage, approximate density) against the exact float32 picks.
 
-  incremental   `novelselect(X, k)`: per pick one matrix-vector product for the new column, O(n) bound updates and
-                an exact re-ranking of the few candidates whose upper bound can still win.
-  reference     `novelselect(X, k, reference=True)`: the official step literally, the full n x t block of
-                (1 - cos) * (sigma_x + sigma_s) recomputed, every row sorted, the weighted mean, at every pick.
+  incremental   `novelselect(X, k, preset='official')`: columns `lookahead` at a time (one pass over the rows serves
+                several picks), O(n) bound updates, an exact re-ranking of the few candidates whose bound can still win.
+  official      `novelselect(X, k, preset='official', algorithm='official')`: the official step literally, the full
+                n x t block of (1 - cos) * (sigma_x + sigma_s) recomputed, every row sorted, at every pick.
+  float16       the incremental run with `values_dtype='float16'` / `rows_dtype='float16'`: picks compared with float32.
+  density       NovelSum's kNN density from an approximate index (`neighbors.knn(..., index='hnsw' | 'ivf')`):
+                recall@10 against the exact neighbours, the density's relative error, and the picks it gives.
 
 Data: Gaussian mixtures in d = 384 (100 components of spread 0.25..1.75 around centres of scale 2.5 with a common
-mean: the golden pool's recipe at larger sizes). Defaults k = 10 neighbours, beta = 0.5, alpha = 1, seed 42.
-The density is computed once (timed apart) and given to both runs (`density=`); the selection loops are compared: same picks (whole order)
-and the ratio of their times.
+mean: the golden pool's recipe at larger sizes). k = 10 neighbours, beta = 0.5, alpha = 1, seed 42.
+The exact density is computed once (timed apart) and given to the selection runs (`density=`), so the selection
+loops are compared: same picks (whole order) and the ratio of their CPU times. Peak RSS is the process's VmHWM after
+each run (monotone: the incremental runs come first).
 
-Where the reference would take too long (n = 20,000, k = 2,000: about ten minutes), it runs only its first `m` picks,
-and its cost for all k picks is EXTRAPOLATED from those steps: the per-step times of picks 1..m are fitted (non-negative
-least squares) by a + b t + c t log2 t (t = selected-set size: the n x t product is linear in t, the row sorts are
-t log t), and the fit is summed over t = 1..k-1. The fit is checked by predicting steps m/2..m from steps 1..m/2.
-The picks are compared over the first m steps.
-
-Threads: 1 (BLAS, faiss, torch): the machine's two cores are shared with other work, and multi-threaded BLAS on a
-loaded machine is erratic. Times are CPU seconds of this process (wall seconds recorded too, with the load average).
-Writes benchmarks/results/novelselect.json.
+Threads: 1 (BLAS, faiss, torch): the machine's two cores are shared with other work. Times are CPU seconds of this
+process (wall seconds recorded too, with the load average). Writes benchmarks/results/novelselect.json.
 
 Run: .venv/bin/python benchmarks/bench_novelselect.py [--quick] [--threads 1]
 """
@@ -31,97 +29,92 @@ if __name__ == '__main__':
 import json, platform
 from pathlib import Path
 import numpy as np
-from scipy.optimize import nnls
 
 from datasel.core import atomic_write
-from datasel.geometry.neighbors import knn_density
+from datasel.geometry.neighbors import knn, knn_density
 from datasel.selectors.novelselect import novelselect
 from _common import golden_mixture as mixture, timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect.json'
 
 
-def step_model(t: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-    "Non-negative least-squares coefficients of seconds ~ a + b t + c t log2 t."
-    A = np.c_[np.ones(len(t)), t, t * np.log2(np.maximum(t, 1))]
-    return nnls(A, seconds)[0]
+def peak_rss_gib() -> float:
+    "VmHWM of this process, GiB."
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) / 2**20 for line in f if line.startswith('VmHWM:'))
 
 
-def predict(coef: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return coef[0] + coef[1] * t + coef[2] * t * np.log2(np.maximum(t, 1))
+def agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    "How far two pick orders agree: the common prefix and the share of rows in common."
+    diff = np.flatnonzero(a != b)
+    return {'same_order': not len(diff), 'common_prefix': int(diff[0]) if len(diff) else len(a),
+            'rows_in_common': len(set(a.tolist()) & set(b.tolist())) / len(a)}
 
 
-def rescore_float64(X: np.ndarray, density: np.ndarray, prefix, candidates, alpha: float) -> list[float]:
-    "The official score of each candidate after `prefix`, in float64."
-    U = X.astype(np.float64) / np.linalg.norm(X.astype(np.float64), axis=1, keepdims=True)
-    sig = density.astype(np.float64)
-    prefix = np.asarray(prefix)
-    w = 1 / np.arange(1, len(prefix) + 1) ** alpha
-    return [float((np.sort((1 - U[prefix] @ U[c]) * (sig[c] + sig[prefix])) * w).mean()) for c in candidates]
-
-
-def run_case(X: np.ndarray, k: int, alpha: float, reference_steps: int | None) -> dict:
-    "Both algorithms on X; the reference fully, or on its first `reference_steps` picks and extrapolated."
+def run_case(X: np.ndarray, k: int, alpha: float, lookahead: int, official: bool = True) -> dict:
+    "The incremental and the official step on X with one exact density: picks, CPU seconds, ratio, peak RSS."
     n, d = X.shape
-    density, _, density_cpu = timed(knn_density, X, None, 10, power=0.5)   # computed once, given to both runs
-    fast, fast_wall, select_fast = timed(novelselect, X, k, distance_power=alpha, device='numpy', density=density)
-    m = k if reference_steps is None else min(k, reference_steps)
-    ref, ref_wall, select_ref = timed(novelselect, X, m, distance_power=alpha, device='numpy', reference=True, density=density)
-    case = {'n': n, 'd': d, 'k': k, 'distance_power': alpha, 'density_power': 0.5, 'neighbors': 10, 'density_cpu_s': density_cpu,
-            'incremental': {'select_cpu_s': select_fast, 'select_wall_s': fast.info['timings']['select_s'],
-                            'reranked_per_step_mean': float(fast.info['reranked_per_step'].mean()),
-                            'reranked_per_step_max': int(fast.info['reranked_per_step'].max())},
-            'same_picks': bool(np.array_equal(fast.indices[:m], ref.indices)), 'picks_compared': m,
-            'first_different_pick': next((int(j) for j in range(m) if fast.indices[j] != ref.indices[j]), None)}
-    j = case['first_different_pick']
-    if j is not None:   # how close the two candidates were, rescored in float64 against the common prefix
-        a, b = rescore_float64(X, density, fast.indices[:j], [fast.indices[j], ref.indices[j]], alpha)
-        case['at_first_difference'] = {'incremental_pick': int(fast.indices[j]), 'reference_pick': int(ref.indices[j]),
-                                       'float64_scores': [a, b], 'relative_gap': abs(a - b) / max(abs(a), abs(b))}
-    if m == k:
-        case['reference'] = {'select_cpu_s': select_ref, 'select_wall_s': ref.info['timings']['select_s'], 'extrapolated': False}
-    else:
-        per_step = np.diff(ref.info['elapsed_s'])                  # wall seconds of picks 1..m-1 (t = 1..m-1)
-        t = np.arange(1, m, dtype=np.float64)
-        scale = select_ref / ref.info['elapsed_s'][-1]              # wall -> CPU of this run
-        coef = step_model(t, per_step * scale)
-        half = len(t) // 2
-        check = step_model(t[:half], per_step[:half] * scale)
-        check_error = float(predict(check, t[half:]).sum() / (per_step[half:] * scale).sum() - 1)
-        total = float(predict(coef, np.arange(1, k, dtype=np.float64)).sum())
-        case['reference'] = {'select_cpu_s': total, 'extrapolated': True, 'measured_steps': m,
-                             'measured_cpu_s': select_ref, 'measured_wall_s': ref.info['timings']['select_s'],
-                             'model': 'a + b t + c t log2 t per step, NNLS on the measured steps',
-                             'coefficients': coef.tolist(), 'half_fit_relative_error_on_second_half': check_error}
-    case['speedup'] = case['reference']['select_cpu_s'] / select_fast
-    return case
+    density, _, density_cpu = timed(knn_density, X, None, 10, power=0.5, index='exact')
+    opts = dict(distance_power=alpha, device='numpy', density=density, preset='official', seed=42)
+    fast, fast_wall, fast_cpu = timed(novelselect, X, k, lookahead=lookahead, **opts)
+    case = {'n': n, 'd': d, 'k': k, 'distance_power': alpha, 'density_power': 0.5, 'neighbors': 10, 'lookahead': lookahead,
+            'density_exact_cpu_s': density_cpu,
+            'incremental': {'select_cpu_s': fast_cpu, 'select_wall_s': fast_wall, 'column_passes': int(fast.info['column_passes']),
+                            'reranked_per_step_mean': float(fast.info['reranked_per_step'].mean()), 'peak_rss_gib': peak_rss_gib()}}
+    if official:
+        ref, ref_wall, ref_cpu = timed(novelselect, X, k, algorithm='official', **opts)
+        case['official'] = {'select_cpu_s': ref_cpu, 'select_wall_s': ref_wall, 'peak_rss_gib': peak_rss_gib()}
+        case['agreement'] = agreement(fast.indices, ref.indices)
+        case['speedup_cpu'] = ref_cpu / fast_cpu
+        case['whole_call_speedup_cpu'] = (ref_cpu + density_cpu) / (fast_cpu + density_cpu)
+    return case, fast, density
+
+
+def levers(X: np.ndarray, k: int, exact: np.ndarray, density: np.ndarray, lookahead: int) -> dict:
+    "float16 storage and approximate densities against the exact float32 picks at one size."
+    out = {}
+    for name, kw in (('values_float16', {'values_dtype': 'float16'}), ('rows_float16', {'rows_dtype': 'float16'}),
+                     ('both_float16', {'values_dtype': 'float16', 'rows_dtype': 'float16'})):
+        sel, wall, cpu = timed(novelselect, X, k, density=density, preset='official', seed=42, lookahead=lookahead, device='numpy', **kw)
+        out[name] = {'select_cpu_s': cpu, **agreement(sel.indices, exact)}
+    _, truth = knn(X, 10, metric='sqeuclidean', index='exact')
+    for index in ('hnsw', 'ivf'):
+        (_, ids), wall, cpu = timed(knn, X, 10, metric='sqeuclidean', index=index)
+        sigma, _, sigma_cpu = timed(knn_density, X, None, 10, power=0.5, index=index)
+        sel = novelselect(X, k, density=sigma, preset='official', seed=42, lookahead=lookahead, device='numpy')
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]))
+        rel = np.abs(sigma.astype(np.float64) - density) / density
+        out[f'density_{index}'] = {'knn_cpu_s': cpu, 'density_cpu_s': sigma_cpu, 'recall_at_10': recall,
+                                   'density_relative_error_mean': float(rel.mean()), 'density_relative_error_max': float(rel.max()),
+                                   **agreement(sel.indices, exact)}
+    return out
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true', help='small sizes only')
     p.add_argument('--threads', default='1')
-    p.add_argument('--reference-steps', type=int, default=300, help='picks the reference runs at the largest size')
+    p.add_argument('--lookahead', type=int, default=8)
     a = p.parse_args()
     d = 384
-    cases = [(2000, 200, 1.0, None), (5000, 500, 1.0, None), (5000, 500, 0.0, None), (5000, 500, 2.0, None)]
-    if not a.quick: cases += [(10000, 500, 1.0, None), (20000, 1000, 1.0, None), (20000, 2000, 1.0, a.reference_steps)]
+    cases = [(2000, 200, 1.0), (5000, 500, 1.0), (5000, 500, 0.0), (5000, 500, 2.0)]
+    cases += [(5000, 500, 1.0) if a.quick else (20000, 1000, 1.0)]   # the last case (alpha = 1) also serves the levers
     load_before = os.getloadavg()
     novelselect(mixture(500, d), 20)   # warm-up: imports, faiss, thread pools
     results = []
-    for n, k, alpha, steps in cases:
-        case = run_case(mixture(n, d), k, alpha, steps)
+    for n, k, alpha in cases:
+        case, fast, density = run_case(mixture(n, d), k, alpha, a.lookahead)
         results.append(case)
-        r = case['reference']
-        tag = f"extrapolated from {r['measured_steps']} measured picks" if r['extrapolated'] else 'measured'
-        print(f"n={n:6d} k={k:5d} alpha={alpha:g}: incremental {case['incremental']['select_cpu_s']:7.2f} s, "
-              f"reference {r['select_cpu_s']:8.1f} s ({tag}) -> {case['speedup']:6.1f}x; "
-              f"same picks over {case['picks_compared']}: {case['same_picks']}"
-              + (f" (first difference at pick {case['first_different_pick']}, float64 relative gap "
-                 f"{case['at_first_difference']['relative_gap']:.1e})" if case['first_different_pick'] is not None else '') + '; '
-              f"re-ranked {case['incremental']['reranked_per_step_mean']:.0f}/{n} per step", flush=True)
-    result = {'benchmark': 'novelselect: exact incremental vs the official step (CPU seconds of the selection loop)',
-              'cases': results,
+        print(f"n={n:6d} k={k:5d} alpha={alpha:g}: incremental {case['incremental']['select_cpu_s']:7.2f} s "
+              f"({case['incremental']['column_passes']} passes), official {case['official']['select_cpu_s']:8.1f} s "
+              f"-> {case['speedup_cpu']:6.1f}x (whole call with the exact density {case['whole_call_speedup_cpu']:.1f}x); "
+              f"agreement {case['agreement']}; peak RSS {case['official']['peak_rss_gib']:.2f} GiB", flush=True)
+    n, k, alpha = cases[-1]
+    assert alpha == 1.0, 'the levers are measured at alpha = 1'
+    lever = levers(mixture(n, d), k, fast.indices, density.astype(np.float64), a.lookahead)
+    for name, figures in lever.items(): print(name, figures, flush=True)
+    result = {'benchmark': 'novelselect: exact incremental vs the official step (CPU seconds of the selection loop), and the large-pool levers',
+              'cases': results, 'levers': {'n': n, 'd': d, 'k': k, **lever}, 'peak_rss_gib': peak_rss_gib(),
               'machine': {'threads': a.threads, 'cpus': os.cpu_count(), 'load_before': load_before, 'load_after': os.getloadavg(),
                           'python': platform.python_version(), 'numpy': np.__version__}}
     with atomic_write(OUT) as f: json.dump(result, f, indent=1)

@@ -6,34 +6,25 @@ with, behind one `diversity(...)` call."""
 
 # %% ../nbs/10_metrics.ipynb #00000002
 from __future__ import annotations
-import inspect, math, numbers, re
+import array, inspect, math, numbers, re
 from typing import Any, Callable, Sequence
 import numpy as np
-from .core import InputError, as_embeddings, make_rng
+from .core import PRESET, InputError, as_embeddings, check_choice, check_int, check_number, make_rng, with_presets
 from .geometry.neighbors import assign, kmeans, knn, knn_density, l2_normalize, pairwise_blocks
 
 # %% auto #0
-__all__ = ['NOVELSUM_VARIANTS', 'WORD_PATTERN', 'METRICS', 'TEXT_METRICS', 'proximity_weights', 'density_from_sqdist',
-           'sorted_row_averages', 'novelsum', 'distsum_cosine', 'mean_sqdist_per_k', 'novelsum_grid', 'word_tokenize',
-           'tokens_of', 'ttr', 'vocd_d', 'distsum_l2', 'knn_distance', 'radius', 'cosine_kernel_spectrum',
-           'vendi_score', 'log_determinant', 'facility_location', 'cluster_inertia', 'partition_entropy',
-           'list_metrics', 'diversity']
+__all__ = ['WORD_PATTERN', 'FL_VALUE_KERNELS', 'METRICS', 'TEXT_METRICS', 'proximity_weights', 'sorted_row_averages', 'novelsum',
+           'distsum_cosine', 'novelsum_grid', 'word_tokenize', 'tokens_of', 'token_codes', 'ttr', 'vocd_d',
+           'distsum_l2', 'knn_distance', 'radius', 'cosine_kernel_spectrum', 'vendi_score', 'log_determinant',
+           'facility_location_value', 'cluster_inertia', 'partition_entropy', 'list_metrics', 'diversity']
 
 # %% ../nbs/10_metrics.ipynb #00000005
-def _check_power(value, name: str) -> float:
-    "A finite number >= 0 (a density or distance power)."
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-        raise InputError(f'{name}: expected a finite number >= 0, got {value!r}')
-    return float(value)
-
-def _check_neighbors(neighbors_, n_reference: int, name: str = 'neighbors') -> int:
-    "A positive int K, with more than K reference rows (the first hit is dropped)."
-    if isinstance(neighbors_, bool) or not isinstance(neighbors_, numbers.Integral) or neighbors_ < 1:
-        raise InputError(f'{name}: expected a positive int, got {neighbors_!r}')
-    if n_reference <= neighbors_:
-        raise InputError(f'{name}: {neighbors_} neighbours need more than {neighbors_} reference rows '
-                         f'(the first hit is dropped), got {n_reference}')
-    return int(neighbors_)
+def _check_neighbors(neighbors: int, n_pool: int, name: str = 'neighbors') -> int:
+    "A positive int K, with more than K pool rows (the first hit is dropped)."
+    k = check_int(neighbors, name, 1)
+    if n_pool <= k:
+        raise InputError(f'{name}: {k} neighbours need more than {k} pool rows (the first hit is dropped), got {n_pool}')
+    return k
 
 def proximity_weights(n: int, # number of ranks
                       power: float, # alpha: rank r gets r**-alpha
@@ -41,13 +32,11 @@ def proximity_weights(n: int, # number of ranks
     "Rank weights $r^{-\\alpha}$ for r = 1..n, float64."
     return 1.0 / np.arange(1, n + 1, dtype=np.float64) ** float(power)
 
-def density_from_sqdist(mean_sqdist: np.ndarray, # a_i, mean squared kNN distance per row
-                        power: float, # beta; 0 gives ones
-                        eps: float = 1e-9, # added before the power, as in the official code
-                       ) -> np.ndarray:
-    "NovelSum's density $(a_i + \\epsilon)^{-\\beta}$ as float32 (the formula of `neighbors.knn_density`)."
-    if power == 0: return np.ones(len(mean_sqdist), dtype=np.float32)
-    return (1.0 / (np.asarray(mean_sqdist, dtype=np.float64) + eps) ** power).astype(np.float32)
+def _density(X: np.ndarray, density_pool, neighbors: int, power: float, backend: str) -> np.ndarray:
+    "NovelSum's density of every row of X against `density_pool` (X itself when None), float64: `neighbors.knn_density`."
+    _check_neighbors(neighbors, len(X) if density_pool is None else len(density_pool))
+    if power == 0: return np.ones(len(X))
+    return knn_density(X, density_pool, neighbors, power=power, backend=backend).astype(np.float64)
 
 # %% ../nbs/10_metrics.ipynb #00000008
 def sorted_row_averages(X, # rows (n, d)
@@ -62,7 +51,7 @@ def sorted_row_averages(X, # rows (n, d)
     n = len(X)
     m = n if include_self else n - 1
     if m < 1: return np.zeros((n, len(distance_powers)))
-    W = np.stack([proximity_weights(m, _check_power(a, 'distance_powers')) for a in distance_powers], axis=1)
+    W = np.stack([proximity_weights(m, check_number(a, 'distance_powers', 0)) for a in distance_powers], axis=1)
     if normalize_weights: W /= W.sum(axis=0, keepdims=True)
     out = np.empty((n, W.shape[1]), dtype=np.float64)
     for start, stop, block in pairwise_blocks(X, metric='cosine_distance', max_bytes=max_bytes):
@@ -73,46 +62,31 @@ def sorted_row_averages(X, # rows (n, d)
     return out
 
 # %% ../nbs/10_metrics.ipynb #0000000b
-NOVELSUM_VARIANTS = {
-    'reference': dict(density_on='row', include_self=True, normalize_weights=True, aggregate='mean'),
-    'paper': dict(density_on='neighbor', include_self=False, normalize_weights=False, aggregate='sum'),
-}
-
-def _density(X: np.ndarray, reference, neighbors_: int, power: float, backend: str) -> np.ndarray:
-    "NovelSum density of every row of X against the reference (X itself when None), float64."
-    n_ref = len(X) if reference is None else len(np.asarray(reference))
-    _check_neighbors(neighbors_, n_ref)
-    if power == 0: return np.ones(len(X))
-    return knn_density(X, reference, neighbors_, power=power, backend=backend).astype(np.float64)
-
+@with_presets(density_on=('neighbor', 'row'), include_self=(False, True), normalize_weights=(False, True), aggregate=('sum', 'mean'))
 def novelsum(X, # embeddings of the data set to score (n, d)
-             reference=None, # pool (m, d) the density is estimated from; None: X itself
+             *,
+             density_pool=None, # rows (m, d) the density is measured against; None: X itself
              neighbors: int = 10, # k, neighbours in the density estimate
              density_power: float = 0.5, # beta
              distance_power: float = 1.0, # alpha, proximity weight r**-alpha
-             variant: str = 'reference', # 'reference' (official code) | 'paper' (the paper's equation)
-             *,
-             density_on: str | None = None, # 'row' (sigma_i outside the sort) | 'neighbor' (sigma_j inside); None: from variant
-             include_self: bool | None = None, # keep the self-distance at rank 1; None: from variant
-             normalize_weights: bool | None = None, # weighted average instead of weighted sum; None: from variant
-             aggregate: str | None = None, # 'mean' | 'sum' over samples; None: from variant
+             density_on: str = PRESET, # 'neighbor': sigma_j inside the sort (paper) | 'row': sigma_i outside it (official)
+             include_self: bool = PRESET, # keep the self-distance at rank 1 (official)
+             normalize_weights: bool = PRESET, # weighted average instead of weighted sum (official)
+             aggregate: str = PRESET, # 'sum' (paper) | 'mean' (official) over samples
              backend: str = 'auto', # kNN backend of the density: 'auto' | 'faiss' | 'torch' | 'numpy'
+             preset: str = 'paper', # 'paper' | 'official': the values of the four options above
             ) -> float:
-    "NovelSum of a data set: density-scaled, proximity-weighted novelty of every sample, averaged (or summed)."
-    if variant not in NOVELSUM_VARIANTS: raise InputError(f'variant: expected one of {list(NOVELSUM_VARIANTS)}, got {variant!r}')
-    opts = dict(NOVELSUM_VARIANTS[variant])
-    for key, value in dict(density_on=density_on, include_self=include_self, normalize_weights=normalize_weights, aggregate=aggregate).items():
-        if value is not None: opts[key] = value
-    if opts['density_on'] not in ('row', 'neighbor'): raise InputError(f"density_on: expected 'row' or 'neighbor', got {opts['density_on']!r}")
-    if opts['aggregate'] not in ('mean', 'sum'): raise InputError(f"aggregate: expected 'mean' or 'sum', got {opts['aggregate']!r}")
+    "NovelSum of a data set: density-scaled, proximity-weighted novelty of every sample, summed (or averaged)."
+    check_choice(density_on, 'density_on', ('row', 'neighbor'))
+    check_choice(aggregate, 'aggregate', ('mean', 'sum'))
     X = as_embeddings(X, 'X')
-    beta, alpha = _check_power(density_power, 'density_power'), _check_power(distance_power, 'distance_power')
-    sigma = _density(X, reference, neighbors, beta, backend)
-    if opts['density_on'] == 'row':
-        novelty = sigma * sorted_row_averages(X, (alpha,), None, bool(opts['include_self']), bool(opts['normalize_weights']))[:, 0]
-    else:
-        novelty = sorted_row_averages(X, (alpha,), sigma.astype(np.float32), bool(opts['include_self']), bool(opts['normalize_weights']))[:, 0]
-    return float(novelty.mean() if opts['aggregate'] == 'mean' else novelty.sum())
+    if density_pool is not None: density_pool = as_embeddings(density_pool, 'density_pool', dim=X.shape[1], dtype=None)
+    beta, alpha = check_number(density_power, 'density_power', 0), check_number(distance_power, 'distance_power', 0)
+    sigma = _density(X, density_pool, neighbors, beta, backend)
+    scale = None if density_on == 'row' else sigma.astype(np.float32)
+    novelty = sorted_row_averages(X, (alpha,), scale, bool(include_self), bool(normalize_weights))[:, 0]
+    if density_on == 'row': novelty = sigma * novelty
+    return float(novelty.mean() if aggregate == 'mean' else novelty.sum())
 
 # %% ../nbs/10_metrics.ipynb #00000011
 def distsum_cosine(X, # embeddings (n, d)
@@ -122,22 +96,8 @@ def distsum_cosine(X, # embeddings (n, d)
     center = Xn.mean(axis=0)
     return float(1.0 - center @ center)
 
-def mean_sqdist_per_k(X, # rows to score (n, d)
-                      reference=None, # pool (m, d); None: X itself
-                      ks: Sequence[int] = (5, 10), # neighbour counts
-                      backend: str = 'auto', # kNN backend
-                     ) -> dict:
-    "a_i for every k from ONE kNN query for the largest k (reference deduplicated, first hit dropped): {k: float64 (n,)}."
-    X = as_embeddings(X, 'X')
-    R = X if reference is None else as_embeddings(reference, 'reference', dim=X.shape[1])
-    R = np.ascontiguousarray(np.unique(R, axis=0))
-    k_max = _check_neighbors(max(ks), len(R), 'neighbors')
-    sqdist, _ = knn(R, k_max, queries=X, metric='sqeuclidean', drop_first=True, backend=backend)
-    sqdist = sqdist.astype(np.float64)
-    return {int(k): sqdist[:, :k].mean(axis=1) for k in ks}
-
 def novelsum_grid(X, # embeddings of the data set to score (n, d)
-                  reference=None, # pool (m, d) the density is estimated from; None: X itself
+                  density_pool=None, # rows (m, d) the density is measured against; None: X itself
                   neighbors: Sequence[int] = (5, 10), # the k values
                   density_powers: Sequence[float] = (0, 0.25, 0.5), # the beta values
                   distance_powers: Sequence[float] = (0, 1, 2), # the alpha values
@@ -145,16 +105,16 @@ def novelsum_grid(X, # embeddings of the data set to score (n, d)
                  ) -> dict:
     "Official NovelSum for every (k, beta, alpha) plus 'cos_distance', keyed like the official CSV's columns."
     X = as_embeddings(X, 'X')
-    n_ref = len(X) if reference is None else len(np.asarray(reference))
-    ks = [_check_neighbors(k, n_ref) for k in neighbors]
-    betas = [_check_power(b, 'density_powers') for b in density_powers]
-    alphas = [_check_power(a, 'distance_powers') for a in distance_powers]
+    if density_pool is not None: density_pool = as_embeddings(density_pool, 'density_pool', dim=X.shape[1], dtype=None)
+    ks = [_check_neighbors(k, len(X) if density_pool is None else len(density_pool)) for k in neighbors]
+    betas = [check_number(b, 'density_powers', 0) for b in density_powers]
+    alphas = [check_number(a, 'distance_powers', 0) for a in distance_powers]
     rank_average = sorted_row_averages(X, alphas)
-    mean_sqdist = mean_sqdist_per_k(X, reference, ks, backend) if any(betas) else {}
+    inverse = {k: _density(X, density_pool, k, 1.0, backend) for k in ks} if any(betas) else {}   # 1 / (a_i + eps): one kNN query per k
     grid = {}
     for b_given, beta in zip(density_powers, betas):
         for k in ks:
-            sigma = density_from_sqdist(mean_sqdist[k], beta).astype(np.float64) if beta else np.ones(len(X))
+            sigma = inverse[k] ** beta if beta else np.ones(len(X))
             values = (sigma[:, None] * rank_average).mean(axis=0)
             for a_given, value in zip(distance_powers, values): grid[f'neighbor_{k}_density_{b_given}_distance_{a_given}'] = float(value)
     grid['cos_distance'] = distsum_cosine(X)
@@ -178,39 +138,57 @@ def _as_texts(texts, name: str = 'texts') -> list[str]:
     if bad: raise InputError(f'{name}: expected strings, item {bad[0]} is {type(texts[bad[0]]).__name__}')
     return texts
 
+def _tokens(text: str, tokenize: Callable) -> list:
+    "The tokens of one text (a Hugging Face tokenizer's `input_ids` included)."
+    toks = tokenize(text)
+    if hasattr(toks, 'keys') and 'input_ids' in toks: toks = toks['input_ids']
+    return toks.tolist() if hasattr(toks, 'tolist') else list(toks)
+
 def tokens_of(texts, # list of strings
               tokenizer: Callable | None = None, # str -> tokens (a Hugging Face tokenizer works); None: word_tokenize
              ) -> list:
     "All tokens of all texts, in order."
-    tokenize = tokenizer or word_tokenize
-    out = []
-    for text in _as_texts(texts):
-        toks = tokenize(text)
-        if hasattr(toks, 'keys') and 'input_ids' in toks: toks = toks['input_ids']
-        out.extend(toks.tolist() if hasattr(toks, 'tolist') else list(toks))
-    return out
+    return [tok for text in _as_texts(texts) for tok in _tokens(text, tokenizer or word_tokenize)]
+
+def token_codes(texts, # list of strings
+                tokenizer: Callable | None = None, # str -> tokens; None: word_tokenize
+               ) -> tuple[np.ndarray, int]:
+    "(int32 code of every token in order, number of distinct tokens), one text at a time: 4 bytes a token plus the vocabulary."
+    vocab: dict = {}
+    codes = array.array('i')
+    for text in _as_texts(texts): codes.extend(vocab.setdefault(tok, len(vocab)) for tok in _tokens(text, tokenizer or word_tokenize))
+    return np.frombuffer(codes, dtype=np.int32), len(vocab)
+
+def _mattr(codes: np.ndarray, window: int) -> float:
+    "Moving-average TTR from the previous occurrence of every token: token i is new in the windows that start after it last appeared."
+    L = len(codes)
+    order = np.argsort(codes, kind='stable')
+    prev = np.full(L, -1, dtype=np.int32 if L < 2**31 else np.int64)
+    same = codes[order[1:]] == codes[order[:-1]]
+    prev[order[1:][same]] = order[:-1][same]
+    del order, same
+    total = 0
+    for s in range(0, L, 1 << 20):   # the windows each token is new in, a block of tokens at a time
+        i = np.arange(s, min(L, s + (1 << 20)))
+        lo, hi = np.maximum(prev[i] + 1, i - window + 1), np.minimum(i, L - window)
+        total += int(np.maximum(hi - lo + 1, 0).sum())
+    return total / ((L - window + 1) * window)
 
 def ttr(texts, # list of strings
         tokenizer: Callable | None = None, # str -> tokens; None: word_tokenize
         window: int | None = None, # MATTR window; None: plain TTR over all tokens
        ) -> float:
     "Type-token ratio of the concatenated texts (moving-average TTR with `window`)."
-    toks = tokens_of(texts, tokenizer)
-    if not toks: raise InputError('texts: no tokens found')
-    if window is None: return len(set(toks)) / len(toks)
-    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-        raise InputError(f'window: expected a positive int, got {window!r}')
-    if window >= len(toks): return len(set(toks)) / len(toks)
-    _, codes = np.unique(np.asarray(toks, dtype=object).astype(str), return_inverse=True)
-    counts = np.zeros(codes.max() + 1, dtype=np.int64)
-    np.add.at(counts, codes[:window], 1)
-    distinct = int((counts > 0).sum()); total = distinct
-    for i in range(window, len(codes)):
-        out_code, in_code = codes[i - window], codes[i]
-        counts[out_code] -= 1; distinct -= counts[out_code] == 0
-        distinct += counts[in_code] == 0; counts[in_code] += 1
-        total += distinct
-    return total / ((len(codes) - window + 1) * window)
+    if window is not None: check_int(window, 'window', 1)
+    if window is None:                      # no codes kept: the vocabulary and a count
+        vocab, count = set(), 0
+        for text in _as_texts(texts):
+            toks = _tokens(text, tokenizer or word_tokenize); vocab.update(toks); count += len(toks)
+        if not count: raise InputError('texts: no tokens found')
+        return len(vocab) / count
+    codes, types = token_codes(texts, tokenizer)
+    if not len(codes): raise InputError('texts: no tokens found')
+    return types / len(codes) if window >= len(codes) else _mattr(codes, window)
 
 # %% ../nbs/10_metrics.ipynb #00000017
 def _vocd_curve(N: np.ndarray, D: float) -> np.ndarray:
@@ -232,10 +210,9 @@ def vocd_d(texts, # list of strings
            seed: int = 0, # random seed
           ) -> float:
     "vocd-D: the D of the TTR-vs-sample-size curve that best fits random token samples (McCarthy & Jarvis 2010)."
-    toks = tokens_of(texts, tokenizer)
+    codes, _ = token_codes(texts, tokenizer)
     sizes = np.asarray(sizes, dtype=np.int64)
-    if len(toks) < sizes.max(): raise InputError(f'texts: vocd-D needs at least {int(sizes.max())} tokens, got {len(toks)}')
-    _, codes = np.unique(np.asarray(toks, dtype=object).astype(str), return_inverse=True)
+    if len(codes) < sizes.max(): raise InputError(f'texts: vocd-D needs at least {int(sizes.max())} tokens, got {len(codes)}')
     rng = make_rng(seed)
     fits = []
     for _ in range(trials):
@@ -256,15 +233,15 @@ def distsum_l2(X, # embeddings (n, d)
     return total / (n * n if include_self else n * (n - 1))
 
 def knn_distance(X, # embeddings (n, d)
-                 k: int = 10, # neighbours per sample (self excluded)
+                 neighbors: int = 10, # neighbours per sample (self excluded)
                  metric: str = 'cosine', # 'cosine' (1 - cos) | 'l2'
                  backend: str = 'auto', # kNN backend
                 ) -> float:
-    "Mean distance of every sample to its k nearest other samples."
+    "Mean distance of every sample to its `neighbors` nearest other samples."
     X = as_embeddings(X, 'X')
-    if metric not in ('cosine', 'l2'): raise InputError(f"metric: expected 'cosine' or 'l2', got {metric!r}")
-    _check_neighbors(k, len(X), 'k')
-    values, _ = knn(X, int(k), metric=metric, backend=backend)
+    check_choice(metric, 'metric', ('cosine', 'l2'))
+    k = _check_neighbors(neighbors, len(X))
+    values, _ = knn(X, k, metric=metric, backend=backend)
     dist = 1.0 - values.astype(np.float64) if metric == 'cosine' else values.astype(np.float64)
     return float(dist.mean())
 
@@ -308,52 +285,53 @@ def log_determinant(X, # embeddings (n, d)
     return float(np.log(mu + eps).sum() + (n - len(mu)) * math.log(eps))
 
 # %% ../nbs/10_metrics.ipynb #00000021
-def facility_location(X, # embeddings of the set (n, d)
-                      reference=None, # pool (m, d) to cover; None: X itself
-                      form: str = 'similarity', # 'similarity' (sum of max cosine, higher better) | 'distance' (sum of min 1 - cos, lower better)
-                      reduce: str = 'sum', # 'sum' | 'mean' over the reference rows
-                      backend: str = 'auto', # kNN backend
-                     ) -> float:
-    "Facility location: how well the set covers the reference pool under cosine similarity."
-    if form not in ('similarity', 'distance'): raise InputError(f"form: expected 'similarity' or 'distance', got {form!r}")
-    if reduce not in ('sum', 'mean'): raise InputError(f"reduce: expected 'sum' or 'mean', got {reduce!r}")
-    X = as_embeddings(X, 'X')
-    R = X if reference is None else as_embeddings(reference, 'reference', dim=X.shape[1])
-    best, _ = knn(X, 1, queries=R, metric='cosine', exclude_self=False, backend=backend)
-    values = best[:, 0].astype(np.float64)
-    if form == 'distance': values = 1.0 - values
+FL_VALUE_KERNELS = ('clip', 'shift', 'cosine', 'distance')
+
+def facility_location_value(X, # rows (n, d): the selection itself, or the pool the selection `indices` come from
+                            indices=None, # the selected rows of X; None: all of X
+                            targets=None, # rows (m, d) the selection must represent; None: X
+                            kernel: str = 'clip', # 'clip' max(cos, 0) | 'shift' 1 + cos | 'cosine' cos | 'distance' 1 - cos (min, lower is better)
+                            reduce: str = 'sum', # 'sum' | 'mean' over the target rows
+                            backend: str = 'auto', # kNN backend
+                           ) -> float:
+    "Facility location: how well the selected rows cover the target rows, $\\sum_v \\max_s k(v, s)$ under a cosine kernel."
+    check_choice(kernel, 'kernel', FL_VALUE_KERNELS)
+    check_choice(reduce, 'reduce', ('sum', 'mean'))
+    X = as_embeddings(X, 'X', dtype=None)
+    R = X if targets is None else as_embeddings(targets, 'targets', dim=X.shape[1], dtype=None)
+    S = X if indices is None else np.asarray(X[np.asarray(indices, dtype=np.int64)], dtype=np.float32)
+    if not len(S): raise InputError('indices: the selection is empty')
+    best = knn(S, 1, queries=R, metric='cosine', exclude_self=False, backend=backend, index='exact')[0][:, 0].astype(np.float64)
+    values = {'clip': np.maximum(best, 0), 'shift': 1 + best, 'cosine': best, 'distance': 1 - best}[kernel]
     return float(values.sum() if reduce == 'sum' else values.mean())
 
 def cluster_inertia(X, # embeddings (n, d)
-                    k: int = 10, # clusters
+                    clusters: int = 10, # k-means clusters
                     seed: int = 0, # k-means seed
                     reduce: str = 'sum', # 'sum' | 'mean' over samples
                     backend: str = 'auto', # k-means backend
                    ) -> float:
     "k-means inertia of the set: sum of squared distances to the assigned centroid (Du & Black 2019)."
     X = as_embeddings(X, 'X')
-    if reduce not in ('sum', 'mean'): raise InputError(f"reduce: expected 'sum' or 'mean', got {reduce!r}")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= len(X):
-        raise InputError(f'k: expected an int in 1..{len(X)} (the number of rows), got {k!r}')
-    inertia = kmeans(X, int(k), seed=seed, backend=backend).inertia
+    check_choice(reduce, 'reduce', ('sum', 'mean'))
+    inertia = kmeans(X, check_int(clusters, 'clusters', 1, len(X)), seed=seed, backend=backend).inertia
     return float(inertia if reduce == 'sum' else inertia / len(X))
 
 def partition_entropy(X, # embeddings of the set (n, d)
-                      reference=None, # pool (m, d) to partition; None: X itself
-                      k: int = 100, # clusters of the reference
+                      partition_pool=None, # rows (m, d) the k-means cells are computed on; None: X itself
+                      clusters: int = 100, # k-means cells of the partition pool
                       seed: int = 42, # k-means seed (the official script's)
-                      niter: int = 20, # k-means iterations (the official script's)
-                      centroids=None, # (k, d) a partition computed once; overrides reference/k/seed
-                      normalize: bool = False, # divide by log2(k)
+                      kmeans_iterations: int = 20, # k-means iterations (the official script's)
+                      centroids=None, # (clusters, d) a partition computed once; overrides partition_pool / clusters / seed
+                      normalize: bool = False, # divide by log2(clusters)
                       backend: str = 'auto', # k-means backend
                      ) -> float:
-    "Entropy (bits) of the set's distribution over k-means cells of the reference pool."
+    "Entropy (bits) of the set's distribution over k-means cells of the partition pool."
     X = as_embeddings(X, 'X')
     if centroids is None:
-        R = X if reference is None else as_embeddings(reference, 'reference', dim=X.shape[1])
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= len(R):
-            raise InputError(f'k: {k!r} clusters need an int in 1..{len(R)} (the reference rows)')
-        centroids = kmeans(R, int(k), niter=niter, seed=seed, backend=backend).centroids
+        R = X if partition_pool is None else as_embeddings(partition_pool, 'partition_pool', dim=X.shape[1])
+        centroids = kmeans(R, check_int(clusters, 'clusters', 1, len(R)), niter=check_int(kmeans_iterations, 'kmeans_iterations', 1),
+                           seed=seed, backend=backend).centroids
     centroids = as_embeddings(centroids, 'centroids', dim=X.shape[1])
     labels = assign(X, centroids, backend=backend)
     p = np.bincount(labels, minlength=len(centroids)) / len(labels)
@@ -364,7 +342,7 @@ def partition_entropy(X, # embeddings of the set (n, d)
 # %% ../nbs/10_metrics.ipynb #00000024
 METRICS: dict[str, Callable] = {
     'novelsum': novelsum, 'ttr': ttr, 'vocd_d': vocd_d, 'distsum_cosine': distsum_cosine, 'distsum_l2': distsum_l2,
-    'knn_distance': knn_distance, 'vendi': vendi_score, 'facility_location': facility_location,
+    'knn_distance': knn_distance, 'vendi': vendi_score, 'facility_location': facility_location_value,
     'cluster_inertia': cluster_inertia, 'radius': radius, 'log_determinant': log_determinant,
     'partition_entropy': partition_entropy,
 }
