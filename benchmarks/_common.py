@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: synthetic embedding pools and timing."""
+
 import time
 import numpy as np
 
@@ -33,41 +34,55 @@ def proc_status_mib() -> dict:
     with open('/proc/self/status') as f:
         for line in f:
             key = line.split(':')[0]
-            if key in ('VmHWM', 'VmRSS', 'RssAnon', 'RssFile'): out[key] = round(int(line.split()[1]) / 1024, 1)
+            if key in ('VmHWM', 'VmRSS', 'RssAnon', 'RssFile'):
+                out[key] = round(int(line.split()[1]) / 1024, 1)
     return out
 
 
 def reset_peak_rss() -> bool:
     "Reset this process's VmHWM to its current RSS (Linux: write 5 to /proc/self/clear_refs); False where that is refused."
     try:
-        with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
         return True
-    except OSError: return False
+    except OSError:
+        return False
 
 
 class PeakAnon:
     "Context manager: the peak anonymous RSS (MiB) while the block runs, sampled every `every` seconds by a thread."
-    def __init__(self, every: float = 0.01): self.every, self.peak_mib, self._stop = every, 0.0, None
+
+    def __init__(self, every: float = 0.01):
+        self.every, self.peak_mib, self._stop = every, 0.0, None
 
     def __enter__(self):
         import threading
+
         self._stop = threading.Event()
+
         def watch():
             while not self._stop.is_set():
-                self.peak_mib = max(self.peak_mib, proc_status_mib()['RssAnon']); self._stop.wait(self.every)
-        self._thread = threading.Thread(target=watch, daemon=True); self._thread.start()
+                self.peak_mib = max(self.peak_mib, proc_status_mib()['RssAnon'])
+                self._stop.wait(self.every)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set(); self._thread.join()
+        self._stop.set()
+        self._thread.join()
         self.peak_mib = max(self.peak_mib, proc_status_mib()['RssAnon'])
 
 
 def run_child(script, args, timeout: float) -> dict:
     "Run `python script *args` in a fresh process and parse the JSON object on its last stdout line (or report the failure)."
     import json, subprocess, sys
-    try: p = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired: return {'error': f'timed out after {timeout:.0f} s'}
+
+    try:
+        p = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {'error': f'timed out after {timeout:.0f} s'}
     lines = p.stdout.strip().splitlines()
     if p.returncode != 0 or not lines:
         return {'error': (p.stderr or p.stdout).strip().splitlines()[-3:], 'returncode': p.returncode}

@@ -31,18 +31,20 @@ informativeness calls themselves is given as well. Writes benchmarks/results/dat
 
 Run: .venv/bin/python benchmarks/bench_datatailor.py [--quick]
 """
+
 import argparse, json, os, platform, resource, subprocess, sys, time, tracemalloc
 from pathlib import Path
 import numpy as np
 from _common import timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'datatailor.json'
-THREADS = '1'   # the 2 cores are shared: multi-threaded BLAS on small matrices was 20-50x slower under load
+THREADS = '1'  # the 2 cores are shared: multi-threaded BLAS on small matrices was 20-50x slower under load
 
 
 def rss_mib() -> float:
     "Current resident memory of this process (MiB)."
-    with open('/proc/self/statm') as f: return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
 def peak_mib() -> float:
@@ -73,13 +75,16 @@ def token_state_chunks(n: int, d: int, seed: int, chunk: int = 2000):
 def official_informativeness(states: list) -> tuple[np.ndarray, np.ndarray]:
     "The official per-sample computation: float32 SVD, then the entropy of the normalised values in a Python loop."
     import torch
+
     info, tau = [], []
     for h in states:
         s = torch.linalg.svd(torch.from_numpy(h), full_matrices=False)[1]
         p = s / s.sum()
         ent = 0.0
-        for j in range(len(p)): ent -= float(p[j]) * float(torch.log(p[j]))
-        info.append(ent); tau.append(float(p.max()))
+        for j in range(len(p)):
+            ent -= float(p[j]) * float(torch.log(p[j]))
+        info.append(ent)
+        tau.append(float(p.max()))
     return np.array(info), np.array(tau)
 
 
@@ -87,6 +92,7 @@ def official_ward_labels(X: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     "The official clustering of one task: float64 cdist, Python double loop to the condensed vector, Ward, cut."
     import torch
     from scipy.cluster.hierarchy import linkage, fcluster
+
     rows = torch.tensor([x.tolist() for x in X.astype(np.float64)], dtype=torch.float64)
     full = torch.cdist(rows, rows, p=2).numpy()
     n = len(full)
@@ -94,7 +100,8 @@ def official_ward_labels(X: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     k = 0
     for i in range(n):
         for j in range(i + 1, n):
-            condensed[k] = full[i, j]; k += 1
+            condensed[k] = full[i, j]
+            k += 1
     Z = linkage(condensed, method='ward')
     return fcluster(Z, threshold * Z[-1, 2], criterion='distance')
 
@@ -102,34 +109,51 @@ def official_ward_labels(X: np.ndarray, threshold: float = 0.1) -> np.ndarray:
 # ---------------------------------------------------------------- parts (run in a subprocess each)
 def part_scoring(args) -> dict:
     from datasel.selectors.datatailor import informativeness
+
     n, d = args.tasks * args.n, 256
     seconds, cpu, tm_peak, info = 0.0, 0.0, 0, []
     first = None
     base = rss_mib()
     for chunk in token_state_chunks(n, d, seed=1):
-        if first is None: first = chunk
-        tracemalloc.start(); tracemalloc.reset_peak()
+        if first is None:
+            first = chunk
+        tracemalloc.start()
+        tracemalloc.reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         i, _ = informativeness(chunk)
-        seconds += time.perf_counter() - t0; cpu += time.process_time() - c0
-        tm_peak = max(tm_peak, tracemalloc.get_traced_memory()[1]); tracemalloc.stop()
+        seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        tm_peak = max(tm_peak, tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
         info.append(i)
     m = min(2000, len(first))
     (off_info, off_tau), off_s, off_cpu = timed(official_informativeness, first[:m])
     (our_info, our_tau), our_s, our_cpu = timed(informativeness, first[:m])
-    return {'samples': n, 'token_dim': d, 'tokens_per_sample': '16..128', 'datasel_s': seconds, 'datasel_cpu_s': cpu,
-            'datasel_tracemalloc_peak_mib': tm_peak / 2**20, 'datasel_peak_rss_extra_mib': peak_mib() - base,
-            'compare_samples': m, 'official_s_on_compare': off_s, 'datasel_s_on_compare': our_s,
-            'official_cpu_s_on_compare': off_cpu, 'datasel_cpu_s_on_compare': our_cpu,
-            'speedup_on_compare': off_s / our_s, 'cpu_speedup_on_compare': off_cpu / our_cpu,
-            'official_s_extrapolated_all': off_s * n / m,
-            'max_abs_diff_informativeness': float(np.abs(off_info - our_info).max()),
-            'max_abs_diff_tau': float(np.abs(off_tau - our_tau).max()),
-            'mean_informativeness': float(np.concatenate(info).mean())}
+    return {
+        'samples': n,
+        'token_dim': d,
+        'tokens_per_sample': '16..128',
+        'datasel_s': seconds,
+        'datasel_cpu_s': cpu,
+        'datasel_tracemalloc_peak_mib': tm_peak / 2**20,
+        'datasel_peak_rss_extra_mib': peak_mib() - base,
+        'compare_samples': m,
+        'official_s_on_compare': off_s,
+        'datasel_s_on_compare': our_s,
+        'official_cpu_s_on_compare': off_cpu,
+        'datasel_cpu_s_on_compare': our_cpu,
+        'speedup_on_compare': off_s / our_s,
+        'cpu_speedup_on_compare': off_cpu / our_cpu,
+        'official_s_extrapolated_all': off_s * n / m,
+        'max_abs_diff_informativeness': float(np.abs(off_info - our_info).max()),
+        'max_abs_diff_tau': float(np.abs(off_tau - our_tau).max()),
+        'mean_informativeness': float(np.concatenate(info).mean()),
+    }
 
 
 def part_scoring_long(args) -> dict:
     from datasel.selectors.datatailor import informativeness
+
     rng = np.random.default_rng(4)
     states = []
     for _ in range(60):
@@ -138,61 +162,99 @@ def part_scoring_long(args) -> dict:
     base = rss_mib()
     (off_info, off_tau), off_s, off_cpu = timed(official_informativeness, states)
     (our_info, our_tau), our_s, our_cpu = timed(informativeness, states)
-    return {'samples': 60, 'token_dim': 1024, 'tokens_per_sample': '500..1000', 'official_s': off_s, 'datasel_s': our_s,
-            'official_cpu_s': off_cpu, 'datasel_cpu_s': our_cpu, 'speedup': off_s / our_s, 'cpu_speedup': off_cpu / our_cpu, 'max_abs_diff_informativeness': float(np.abs(off_info - our_info).max()),
-            'max_abs_diff_tau': float(np.abs(off_tau - our_tau).max()), 'peak_rss_extra_mib': peak_mib() - base}
+    return {
+        'samples': 60,
+        'token_dim': 1024,
+        'tokens_per_sample': '500..1000',
+        'official_s': off_s,
+        'datasel_s': our_s,
+        'official_cpu_s': off_cpu,
+        'datasel_cpu_s': our_cpu,
+        'speedup': off_s / our_s,
+        'cpu_speedup': off_cpu / our_cpu,
+        'max_abs_diff_informativeness': float(np.abs(off_info - our_info).max()),
+        'max_abs_diff_tau': float(np.abs(off_tau - our_tau).max()),
+        'peak_rss_extra_mib': peak_mib() - base,
+    }
 
 
 def part_ward(args) -> dict:
     from datasel.selectors.datatailor import cluster_within_tasks
+
     X = mixture_features(args.n, 64, 40, seed=2, scale=args.scale)
     base = rss_mib()
-    if args.method == 'official': labels, seconds, cpu = timed(official_ward_labels, X)
-    else: labels, seconds, cpu = timed(cluster_within_tasks, X, np.zeros(len(X)), method=args.method)
+    if args.method == 'official':
+        labels, seconds, cpu = timed(official_ward_labels, X)
+    else:
+        labels, seconds, cpu = timed(cluster_within_tasks, X, np.zeros(len(X)), method=args.method)
     return {'seconds': seconds, 'cpu_s': cpu, 'peak_rss_extra_mib': peak_mib() - base, 'labels': np.asarray(labels).tolist()}
 
 
 def part_pipeline(args) -> dict:
     from datasel.selectors.datatailor import datatailor
+
     per, T = args.n, args.tasks
     X = np.vstack([mixture_features(per, 64, 40, seed=10 + t, scale=args.scale) for t in range(T)])
     tasks = np.repeat(np.arange(T), per)
     rng = np.random.default_rng(3)
-    info, tau, rounds = rng.gamma(2, 0.5, size=len(X)), np.clip(rng.normal(0.6, 0.15, size=len(X)), 0.05, 1), rng.integers(1, 7, size=len(X))
+    info, tau, rounds = (
+        rng.gamma(2, 0.5, size=len(X)),
+        np.clip(rng.normal(0.6, 0.15, size=len(X)), 0.05, 1),
+        rng.integers(1, 7, size=len(X)),
+    )
     base = rss_mib()
-    sel, seconds, cpu = timed(datatailor, X, 0.15, tasks=tasks, informativeness=info, tau=tau, rounds=rounds,
-                              cluster_method=args.method)
-    return {'routes': sel.info['cluster_routes'], 'seconds': seconds, 'cpu_s': cpu, 'timings': sel.timings,
-            'peak_rss_extra_mib': peak_mib() - base, 'clusters': int(sel.info['labels'].max()), 'selected': len(sel),
-            'labels': sel.info['labels'].tolist(), 'indices': sel.indices.tolist()}
+    sel, seconds, cpu = timed(datatailor, X, 0.15, tasks=tasks, informativeness=info, tau=tau, rounds=rounds, cluster_method=args.method)
+    return {
+        'routes': sel.info['cluster_routes'],
+        'seconds': seconds,
+        'cpu_s': cpu,
+        'timings': sel.timings,
+        'peak_rss_extra_mib': peak_mib() - base,
+        'clusters': int(sel.info['labels'].max()),
+        'selected': len(sel),
+        'labels': sel.info['labels'].tolist(),
+        'indices': sel.indices.tolist(),
+    }
 
 
 def part_memory(args) -> dict:
     "Peak numpy memory (tracemalloc) of datatailor on a memory-mapped float16 X, as a multiple of X's size."
     import tempfile
     from datasel.selectors.datatailor import datatailor
+
     per, T, d = args.n, args.tasks, 256
     tasks = np.repeat(np.arange(T), per)
     rng = np.random.default_rng(3)
     info, tau = rng.gamma(2, 0.5, size=T * per), np.clip(rng.normal(0.6, 0.15, size=T * per), 0.05, 1)
     with tempfile.TemporaryDirectory() as tmp:
         mm = np.lib.format.open_memmap(f'{tmp}/X.npy', mode='w+', dtype=np.float16, shape=(T * per, d))
-        for t in range(T): mm[t * per:(t + 1) * per] = mixture_features(per, d, 40, seed=10 + t, scale=args.scale)
-        mm.flush(); del mm
+        for t in range(T):
+            mm[t * per : (t + 1) * per] = mixture_features(per, d, 40, seed=10 + t, scale=args.scale)
+        mm.flush()
+        del mm
         X = np.load(f'{tmp}/X.npy', mmap_mode='r')
         base = rss_mib()
         tracemalloc.start()
         sel, seconds, cpu = timed(datatailor, X, 0.15, tasks=tasks, informativeness=info, tau=tau, cluster_method=args.method)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        return {'tasks': T, 'per_task': per, 'd': d, 'dtype': 'float16 (memory-mapped)', 'x_mib': X.nbytes / 2**20,
-                'routes': sel.info['cluster_routes'], 'seconds': seconds, 'cpu_s': cpu, 'selected': len(sel),
-                'tracemalloc_peak_mib': peak / 2**20, 'peak_over_x': peak / X.nbytes,
-                'peak_rss_extra_mib_incl_mapped_pages': peak_mib() - base}
+        return {
+            'tasks': T,
+            'per_task': per,
+            'd': d,
+            'dtype': 'float16 (memory-mapped)',
+            'x_mib': X.nbytes / 2**20,
+            'routes': sel.info['cluster_routes'],
+            'seconds': seconds,
+            'cpu_s': cpu,
+            'selected': len(sel),
+            'tracemalloc_peak_mib': peak / 2**20,
+            'peak_over_x': peak / X.nbytes,
+            'peak_rss_extra_mib_incl_mapped_pages': peak_mib() - base,
+        }
 
 
-PARTS = {'scoring': part_scoring, 'scoring_long': part_scoring_long, 'ward': part_ward, 'pipeline': part_pipeline,
-         'memory': part_memory}
+PARTS = {'scoring': part_scoring, 'scoring_long': part_scoring_long, 'ward': part_ward, 'pipeline': part_pipeline, 'memory': part_memory}
 MEMORY_OUT = OUT.with_name('datatailor_memory.json')
 
 
@@ -208,27 +270,42 @@ def run_part(part: str, **options) -> dict:
 def compare_ward(n: int) -> dict:
     "The official clustering of one task against exact and two-level Ward, on the same well-separated mixture."
     from sklearn.metrics import adjusted_rand_score
+
     runs = {m: run_part('ward', n=n, method=m) for m in ('official', 'exact', 'two_level')}
     official = np.array(runs['official']['labels'])
     out = {'n': n, 'd': 64}
     for m, r in runs.items():
         labels = np.array(r.pop('labels'))
-        out[m] = dict(r, clusters=int(labels.max()), identical_labels_to_official=bool(np.array_equal(labels, official)),
-                      ari_vs_official=float(adjusted_rand_score(official, labels)))
-    for m in ('exact', 'two_level'): out[f'cpu_speedup_{m}_vs_official'] = runs['official']['cpu_s'] / runs[m]['cpu_s']
+        out[m] = dict(
+            r,
+            clusters=int(labels.max()),
+            identical_labels_to_official=bool(np.array_equal(labels, official)),
+            ari_vs_official=float(adjusted_rand_score(official, labels)),
+        )
+    for m in ('exact', 'two_level'):
+        out[f'cpu_speedup_{m}_vs_official'] = runs['official']['cpu_s'] / runs[m]['cpu_s']
     return out
 
 
 def compare_pipeline(per_task: int, tasks: int, scale: float) -> dict:
     "datatailor with 'auto' (two-level at this size) against exact Ward, on the same pool."
     from sklearn.metrics import adjusted_rand_score
+
     auto, exact = (run_part('pipeline', n=per_task, tasks=tasks, scale=scale, method=m) for m in ('auto', 'exact'))
     la, le = np.array(auto.pop('labels')), np.array(exact.pop('labels'))
     ia, ie = set(auto.pop('indices')), set(exact.pop('indices'))
-    return {'tasks': tasks, 'per_task': per_task, 'd': 64, 'centre_scale': scale, 'auto': auto, 'exact': exact,
-            'ari_two_level_vs_exact_per_task': [float(adjusted_rand_score(le[t * per_task:(t + 1) * per_task], la[t * per_task:(t + 1) * per_task]))
-                                                for t in range(tasks)],
-            'selection_overlap_two_level_vs_exact': len(ia & ie) / len(ie)}
+    return {
+        'tasks': tasks,
+        'per_task': per_task,
+        'd': 64,
+        'centre_scale': scale,
+        'auto': auto,
+        'exact': exact,
+        'ari_two_level_vs_exact_per_task': [
+            float(adjusted_rand_score(le[t * per_task : (t + 1) * per_task], la[t * per_task : (t + 1) * per_task])) for t in range(tasks)
+        ],
+        'selection_overlap_two_level_vs_exact': len(ia & ie) / len(ie),
+    }
 
 
 def main():
@@ -242,7 +319,9 @@ def main():
     ap.add_argument('--method', default='exact', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:
-        import torch; torch.set_num_threads(int(THREADS))
+        import torch
+
+        torch.set_num_threads(int(THREADS))
         print(json.dumps(PARTS[args.part](args)))
         return
     if args.memory:
@@ -252,18 +331,26 @@ def main():
         return
     per_task, ward_sizes = (2000, (1000,)) if args.quick else (20000, (3000, 10000))
     load_before = os.getloadavg()
-    report = {'quick': args.quick,
-              'scoring': run_part('scoring', n=per_task, tasks=2),
-              'scoring_long': run_part('scoring_long'),
-              'clustering_one_task': [compare_ward(n) for n in ward_sizes],
-              'pipeline_separated': compare_pipeline(per_task, 2, 4.0),
-              'pipeline_overlapping': compare_pipeline(per_task, 2, 1.5)}
-    report['machine'] = {'python': platform.python_version(), 'threads': int(THREADS), 'cpus': os.cpu_count(),
-                         'processor': platform.processor() or platform.machine(),
-                         'load_average_1_5_15_before': load_before, 'load_average_1_5_15_after': os.getloadavg()}
+    report = {
+        'quick': args.quick,
+        'scoring': run_part('scoring', n=per_task, tasks=2),
+        'scoring_long': run_part('scoring_long'),
+        'clustering_one_task': [compare_ward(n) for n in ward_sizes],
+        'pipeline_separated': compare_pipeline(per_task, 2, 4.0),
+        'pipeline_overlapping': compare_pipeline(per_task, 2, 1.5),
+    }
+    report['machine'] = {
+        'python': platform.python_version(),
+        'threads': int(THREADS),
+        'cpus': os.cpu_count(),
+        'processor': platform.processor() or platform.machine(),
+        'load_average_1_5_15_before': load_before,
+        'load_average_1_5_15_after': os.getloadavg(),
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = OUT.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(report, indent=1) + '\n'); os.replace(tmp, OUT)
+    tmp.write_text(json.dumps(report, indent=1) + '\n')
+    os.replace(tmp, OUT)
     print(json.dumps(report, indent=1))
 
 

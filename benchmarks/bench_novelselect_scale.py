@@ -19,11 +19,13 @@ recorded so that the peak can be read as a multiple of X.
 
 Run: .venv/bin/python benchmarks/bench_novelselect_scale.py [--n 396000 --d 4096 --k 10000] [--threads 2]
 """
+
 import argparse, os, sys
 
 if __name__ == '__main__':
     _threads = sys.argv[sys.argv.index('--threads') + 1] if '--threads' in sys.argv else '2'
-    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'): os.environ[var] = _threads
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'):
+        os.environ[var] = _threads
 
 import json, platform, time
 from pathlib import Path
@@ -40,24 +42,32 @@ def memory_status() -> dict:
     out = {}
     with open('/proc/self/status') as f:
         for line in f:
-            if line.startswith(('VmRSS:', 'VmHWM:')): out[line.split(':')[0]] = int(line.split()[1]) / 2**20
+            if line.startswith(('VmRSS:', 'VmHWM:')):
+                out[line.split(':')[0]] = int(line.split()[1]) / 2**20
     return {'rss_gib': out.get('VmRSS'), 'peak_rss_gib': out.get('VmHWM')}
 
 
 class Report:
     "The result file, rewritten atomically whenever a figure is added."
-    def __init__(self, **head): self.data = dict(head, phases={}, status='running')
+
+    def __init__(self, **head):
+        self.data = dict(head, phases={}, status='running')
+
     def phase(self, name: str, **figures):
-        self.data['phases'][name] = dict(figures, **memory_status()); self.save()
+        self.data['phases'][name] = dict(figures, **memory_status())
+        self.save()
+
     def save(self):
-        with atomic_write(OUT) as f: json.dump(self.data, f, indent=1)
+        with atomic_write(OUT) as f:
+            json.dump(self.data, f, indent=1)
 
 
 def write_pool(path: Path, n: int, d: int, components: int = 1000, seed: int = 0, block: int = 8192) -> np.ndarray:
     "Clustered float16 rows written block by block into a .npy; returns it memory-mapped read-only."
     if path.exists():
         X = np.load(path, mmap_mode='r')
-        if X.shape == (n, d) and X.dtype == np.float16: return X
+        if X.shape == (n, d) and X.dtype == np.float16:
+            return X
     rng = np.random.default_rng(seed)
     mu = rng.normal(0, 1, d).astype(np.float32)
     centers = mu + 2.5 * rng.normal(0, 1, (components, d)).astype(np.float32)
@@ -65,25 +75,30 @@ def write_pool(path: Path, n: int, d: int, components: int = 1000, seed: int = 0
     comp = rng.integers(0, components, n)
     out = np.lib.format.open_memmap(path, mode='w+', dtype=np.float16, shape=(n, d))
     for s in range(0, n, block):
-        c = comp[s:s + block]
-        out[s:s + block] = centers[c] + spreads[c, None] * rng.standard_normal((len(c), d), dtype=np.float32)
-    out.flush(); del out
+        c = comp[s : s + block]
+        out[s : s + block] = centers[c] + spreads[c, None] * rng.standard_normal((len(c), d), dtype=np.float32)
+    out.flush()
+    del out
     return np.load(path, mmap_mode='r')
 
 
-def hnsw_density(X: np.ndarray, neighbors: int = 10, M: int = 16, ef_construction: int = 40, ef_search: int = 64,
-                 block: int = 16384) -> tuple[np.ndarray, np.ndarray, dict]:
+def hnsw_density(
+    X: np.ndarray, neighbors: int = 10, M: int = 16, ef_construction: int = 40, ef_search: int = 64, block: int = 16384
+) -> tuple[np.ndarray, np.ndarray, dict]:
     "sigma from an HNSW index over X (float16 file converted block by block); also the neighbour ids, and phase times."
     import faiss
+
     t0 = time.perf_counter()
     index = faiss.IndexHNSWFlat(X.shape[1], M)
     index.hnsw.efConstruction = ef_construction
-    for s in range(0, len(X), block): index.add(np.ascontiguousarray(X[s:s + block], dtype=np.float32))
+    for s in range(0, len(X), block):
+        index.add(np.ascontiguousarray(X[s : s + block], dtype=np.float32))
     t_build = time.perf_counter() - t0
     index.hnsw.efSearch = ef_search
-    sqdist = np.empty((len(X), neighbors + 1), dtype=np.float32); ids = np.empty((len(X), neighbors + 1), dtype=np.int64)
+    sqdist = np.empty((len(X), neighbors + 1), dtype=np.float32)
+    ids = np.empty((len(X), neighbors + 1), dtype=np.int64)
     for s in range(0, len(X), block):
-        sqdist[s:s + block], ids[s:s + block] = index.search(np.ascontiguousarray(X[s:s + block], dtype=np.float32), neighbors + 1)
+        sqdist[s : s + block], ids[s : s + block] = index.search(np.ascontiguousarray(X[s : s + block], dtype=np.float32), neighbors + 1)
     t_search = time.perf_counter() - t0 - t_build
     del index
     sigma = (1.0 / (sqdist[:, 1:].astype(np.float64).mean(axis=1) + 1e-9) ** 0.5).astype(np.float32)
@@ -94,13 +109,14 @@ def exact_neighbours(X: np.ndarray, queries: np.ndarray, neighbors: int = 10, bl
     "Exact squared L2 kNN (k + 1 hits, self included) of rows `queries` against all of X, by blockwise products."
     Q = np.asarray(X[queries], dtype=np.float32)
     qsq = np.einsum('ij,ij->i', Q, Q)
-    best_d = np.full((len(Q), 0), np.inf, dtype=np.float32); best_i = np.empty((len(Q), 0), dtype=np.int64)
+    best_d = np.full((len(Q), 0), np.inf, dtype=np.float32)
+    best_i = np.empty((len(Q), 0), dtype=np.int64)
     for s in range(0, len(X), block):
-        B = np.asarray(X[s:s + block], dtype=np.float32)
+        B = np.asarray(X[s : s + block], dtype=np.float32)
         D = qsq[:, None] + np.einsum('ij,ij->i', B, B)[None, :] - 2 * Q @ B.T
         cand_d = np.concatenate([best_d, D], axis=1)
         cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(s, s + len(B)), D.shape)], axis=1)
-        keep = np.argpartition(cand_d, neighbors, axis=1)[:, :neighbors + 1]
+        keep = np.argpartition(cand_d, neighbors, axis=1)[:, : neighbors + 1]
         best_d, best_i = np.take_along_axis(cand_d, keep, 1), np.take_along_axis(cand_i, keep, 1)
     order = np.argsort(best_d, axis=1)
     return np.take_along_axis(best_d, order, 1), np.take_along_axis(best_i, order, 1)
@@ -117,14 +133,29 @@ def main():
     p.add_argument('--recall-queries', type=int, default=200)
     a = p.parse_args()
     import faiss
+
     faiss.omp_set_num_threads(int(a.threads))
-    folder = Path(a.dir); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(a.dir)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f'pool_{a.n}x{a.d}_f16.npy'
-    report = Report(benchmark='novelselect at the NovelSum paper scale, end to end', n=a.n, d=a.d, k=a.k,
-                    lookahead=a.lookahead, threads=a.threads, file=str(path), started=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
-                    machine={'cpus': os.cpu_count(), 'load_before': os.getloadavg(), 'python': platform.python_version(),
-                             'numpy': np.__version__, 'faiss': faiss.__version__},
-                    memory_model_gib={k: v / 2**30 for k, v in memory_needed(a.n, a.d, a.k, values_dtype='float16', lookahead=a.lookahead).items()})
+    report = Report(
+        benchmark='novelselect at the NovelSum paper scale, end to end',
+        n=a.n,
+        d=a.d,
+        k=a.k,
+        lookahead=a.lookahead,
+        threads=a.threads,
+        file=str(path),
+        started=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
+        machine={
+            'cpus': os.cpu_count(),
+            'load_before': os.getloadavg(),
+            'python': platform.python_version(),
+            'numpy': np.__version__,
+            'faiss': faiss.__version__,
+        },
+        memory_model_gib={k: v / 2**30 for k, v in memory_needed(a.n, a.d, a.k, values_dtype='float16', lookahead=a.lookahead).items()},
+    )
     t0 = time.perf_counter()
     X = write_pool(path, a.n, a.d)
     report.data['file_gib'] = path.stat().st_size / 2**30
@@ -138,26 +169,47 @@ def main():
     t0 = time.perf_counter()
     queries = np.sort(np.random.default_rng(1).choice(a.n, a.recall_queries, replace=False))
     exact_d, exact_i = exact_neighbours(X, queries)
-    sigma_exact = (1.0 / (exact_d[:, 1:].astype(np.float64).mean(axis=1) + 1e-9) ** 0.5)
+    sigma_exact = 1.0 / (exact_d[:, 1:].astype(np.float64).mean(axis=1) + 1e-9) ** 0.5
     recall = np.mean([len(set(h[1:]) & set(e[1:])) / 10 for h, e in zip(hnsw_ids[queries], exact_i)])
     rel = np.abs(sigma[queries] - sigma_exact) / sigma_exact
-    report.phase('recall', wall_s=time.perf_counter() - t0, queries=int(a.recall_queries), recall_at_10=float(recall),
-                 sigma_relative_error_mean=float(rel.mean()), sigma_relative_error_max=float(rel.max()))
+    report.phase(
+        'recall',
+        wall_s=time.perf_counter() - t0,
+        queries=int(a.recall_queries),
+        recall_at_10=float(recall),
+        sigma_relative_error_mean=float(rel.mean()),
+        sigma_relative_error_max=float(rel.max()),
+    )
     del hnsw_ids
 
     started = time.perf_counter()
+
     def progress(picks: int, seconds: float):
         report.data['progress'] = dict(picks=picks, select_s=seconds, since_select_call_s=time.perf_counter() - started, **memory_status())
         report.save()
-    sel = novelselect(X, a.k, density=sigma, preset='official', seed=42, values_dtype='float16', lookahead=a.lookahead,
-                      device='numpy', progress=progress)
+
+    sel = novelselect(
+        X, a.k, density=sigma, preset='official', seed=42, values_dtype='float16', lookahead=a.lookahead, device='numpy', progress=progress
+    )
     np.save(folder / 'picks.npy', sel.indices)
-    report.phase('select', wall_s=time.perf_counter() - started, timings=sel.timings, column_passes=int(sel.info['column_passes']),
-                 reranked_per_step_mean=float(sel.info['reranked_per_step'].mean()), picks=len(sel), unique_picks=len(set(sel.indices.tolist())))
+    report.phase(
+        'select',
+        wall_s=time.perf_counter() - started,
+        timings=sel.timings,
+        column_passes=int(sel.info['column_passes']),
+        reranked_per_step_mean=float(sel.info['reranked_per_step'].mean()),
+        picks=len(sel),
+        unique_picks=len(set(sel.indices.tolist())),
+    )
     total = sum(ph['wall_s'] for name, ph in report.data['phases'].items() if name != 'write')
-    report.data.update(status='finished', end_to_end_s=total, end_to_end_note='density + recall check + selection (the data writing excluded)',
-                       peak_rss_gib=memory_status()['peak_rss_gib'], load_after=os.getloadavg(),
-                       peak_rss_over_file=memory_status()['peak_rss_gib'] / report.data['file_gib'])
+    report.data.update(
+        status='finished',
+        end_to_end_s=total,
+        end_to_end_note='density + recall check + selection (the data writing excluded)',
+        peak_rss_gib=memory_status()['peak_rss_gib'],
+        load_after=os.getloadavg(),
+        peak_rss_over_file=memory_status()['peak_rss_gib'] / report.data['file_gib'],
+    )
     report.save()
     print(json.dumps(report.data, indent=1))
 

@@ -18,11 +18,13 @@ are both recorded, with the load average. Writes benchmarks/results/novelsum.jso
 
 Run: .venv/bin/python benchmarks/bench_novelsum.py [--n 5000] [--pool 20000] [--threads 1]
 """
+
 import argparse, os, sys
 
 if __name__ == '__main__':
     _threads = sys.argv[sys.argv.index('--threads') + 1] if '--threads' in sys.argv else '1'
-    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'): os.environ[var] = _threads
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'):
+        os.environ[var] = _threads
 
 import json, platform, time
 from pathlib import Path
@@ -57,9 +59,11 @@ def per_setting_grid(X: np.ndarray, density_pool) -> tuple[dict, float]:
 def official_row_loop_one_setting(X: np.ndarray, sigma: np.ndarray, alpha: float) -> float:
     "One setting exactly as the official code loops: np.apply_along_axis over rows, argsort + np.average each."
     C = pairwise(X, metric='cosine_distance') * sigma[:, None]
+
     def weighted_average(row):
         w = 1 / np.power(np.arange(1, len(row) + 1), alpha)
         return np.average(row[np.argsort(row)], weights=w)
+
     return float(np.mean(np.apply_along_axis(weighted_average, 1, C)))
 
 
@@ -85,9 +89,12 @@ def main():
             'density_pool_rows': a.pool if density_pool is not None else a.n,
             'one_sort': {'wall_s': fast_wall, 'cpu_s': fast_cpu, 'knn_cpu_s': fast_knn_cpu, 'knn_queries': len(NEIGHBORS), 'row_sorts': 1},
             'per_setting': {'wall_s': slow_wall, 'cpu_s': slow_cpu, 'knn_cpu_s': slow_knn_cpu, 'knn_queries': 6, 'row_sorts': 18},
-            'speedup_cpu': slow_cpu / fast_cpu, 'speedup_wall': slow_wall / fast_wall,
+            'speedup_cpu': slow_cpu / fast_cpu,
+            'speedup_wall': slow_wall / fast_wall,
             'speedup_cpu_without_knn': (slow_cpu - slow_knn_cpu) / (fast_cpu - fast_knn_cpu),
-            'max_relative_difference': rel, 'values': fast}
+            'max_relative_difference': rel,
+            'values': fast,
+        }
     fast = configurations['pool_density']['values']
     sigma = knn_density(X, pool, 10, power=0.5, index='exact')
     one, loop_wall, loop_cpu = timed(official_row_loop_one_setting, X, sigma, 1.0)
@@ -99,21 +106,35 @@ def main():
         'input': {'n': a.n, 'pool_rows': a.pool, 'd': a.d, 'data': 'Gaussian mixture, 100 components (golden pool recipe)'},
         'settings': 18,
         'configurations': configurations,
-        'official_row_loop_extrapolated': {'one_setting_wall_s': loop_wall, 'one_setting_cpu_s': loop_cpu,
-                                           'grid_cpu_s_extrapolated': 18 * loop_cpu,
-                                           'speedup_cpu_extrapolated': 18 * loop_cpu / fast_cpu,
-                                           'relative_difference_one_setting': loop_rel},
-        'machine': {'threads': a.threads, 'cpus': os.cpu_count(), 'load_before': load_before, 'load_after': os.getloadavg(),
-                    'python': platform.python_version(), 'numpy': np.__version__},
+        'official_row_loop_extrapolated': {
+            'one_setting_wall_s': loop_wall,
+            'one_setting_cpu_s': loop_cpu,
+            'grid_cpu_s_extrapolated': 18 * loop_cpu,
+            'speedup_cpu_extrapolated': 18 * loop_cpu / fast_cpu,
+            'relative_difference_one_setting': loop_rel,
+        },
+        'machine': {
+            'threads': a.threads,
+            'cpus': os.cpu_count(),
+            'load_before': load_before,
+            'load_after': os.getloadavg(),
+            'python': platform.python_version(),
+            'numpy': np.__version__,
+        },
     }
-    with atomic_write(OUT) as f: json.dump(result, f, indent=1)
+    with atomic_write(OUT) as f:
+        json.dump(result, f, indent=1)
     print(f"n = {a.n}, d = {a.d}, 18 settings + cos_distance, {a.threads} thread(s)")
     for name, r in configurations.items():
-        print(f"  {name} ({r['density_pool_rows']} rows): one sort {r['one_sort']['cpu_s']:.2f} s CPU ({r['one_sort']['wall_s']:.2f} wall), "
-              f"per setting {r['per_setting']['cpu_s']:.2f} s CPU ({r['per_setting']['wall_s']:.2f} wall) -> {r['speedup_cpu']:.1f}x; "
-              f"without the kNN queries {r['speedup_cpu_without_knn']:.1f}x; max rel. diff {r['max_relative_difference']:.1e}")
-    print(f"  official per-row loop, 1 setting: {loop_cpu:.2f} s CPU; x18 (extrapolated) = {18 * loop_cpu:.1f} s "
-          f"-> {18 * loop_cpu / fast_cpu:.0f}x the one-sort grid (pool density)")
+        print(
+            f"  {name} ({r['density_pool_rows']} rows): one sort {r['one_sort']['cpu_s']:.2f} s CPU ({r['one_sort']['wall_s']:.2f} wall), "
+            f"per setting {r['per_setting']['cpu_s']:.2f} s CPU ({r['per_setting']['wall_s']:.2f} wall) -> {r['speedup_cpu']:.1f}x; "
+            f"without the kNN queries {r['speedup_cpu_without_knn']:.1f}x; max rel. diff {r['max_relative_difference']:.1e}"
+        )
+    print(
+        f"  official per-row loop, 1 setting: {loop_cpu:.2f} s CPU; x18 (extrapolated) = {18 * loop_cpu:.1f} s "
+        f"-> {18 * loop_cpu / fast_cpu:.0f}x the one-sort grid (pool density)"
+    )
     print(f'wrote {OUT}')
 
 

@@ -6,15 +6,17 @@ of X. The pool is a Gaussian mixture written once to --dir and reused.
 Usage: python benchmarks/bench_scale.py [--n 2000000] [--d 768] [--methods kcenter,kmeans_closest,...]
                                         [--dir /tmp/datasel_scale] [--out benchmarks/results/scale.json]
 """
+
 import argparse, json, os, platform, sys, time
 from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / 'benchmarks'))
-from _common import PeakAnon, proc_status_mib, reset_peak_rss, run_child   # noqa: E402
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+from _common import PeakAnon, proc_status_mib, reset_peak_rss, run_child  # noqa: E402
 
-TASKS = 10   # PreSel's tasks: row i belongs to task i % TASKS
+TASKS = 10  # PreSel's tasks: row i belongs to task i % TASKS
 # method -> (budget, options): budgets sized so one method runs in minutes on two cores; the options are recorded
 METHODS = {
     'kcenter': (100, {}),
@@ -33,8 +35,9 @@ def write_pool(path: Path, n: int, d: int, seed: int = 0, components: int = 100)
     X = np.lib.format.open_memmap(path.with_suffix('.tmp.npy'), 'w+', np.float16, (n, d))
     for s in range(0, n, 100_000):
         m = min(n, s + 100_000) - s
-        X[s:s + m] = centres[rng.integers(components, size=m)] + rng.standard_normal((m, d), dtype=np.float32)
-    X.flush(); del X
+        X[s : s + m] = centres[rng.integers(components, size=m)] + rng.standard_normal((m, d), dtype=np.float32)
+    X.flush()
+    del X
     os.replace(path.with_suffix('.tmp.npy'), path)
 
 
@@ -42,6 +45,7 @@ def run_method(name: str, pool: str, budget: int) -> dict:
     "Run one method on the memory-mapped pool in this process; time, memory and what it returned."
     from datasel.geometry.neighbors import set_threads
     from datasel.selectors import baselines, kmq, presel
+
     set_threads()
     X = np.load(pool, mmap_mode='r')
     n = len(X)
@@ -49,12 +53,14 @@ def run_method(name: str, pool: str, budget: int) -> dict:
     rng = np.random.default_rng(1)
     quality = rng.random(n)
     tasks = np.arange(n) % TASKS
-    calls = {'kcenter': lambda: baselines.kcenter_greedy(X, budget, seed=0, **options),
-             'kmeans_closest': lambda: baselines.kmeans_closest(X, budget, seed=0, **options),
-             'kmeans_random': lambda: kmq.kmeans_random(X, budget, seed=0, **options),
-             'kmq': lambda: kmq.kmq(X, budget, quality=quality, seed=0, **options),
-             'deita': lambda: baselines.deita_filter(X, budget, quality=quality, seed=0, **options),
-             'presel': lambda: presel.presel(X, budget, tasks=tasks, task_weights=np.full(TASKS, 1 / TASKS), seed=0, **options)}
+    calls = {
+        'kcenter': lambda: baselines.kcenter_greedy(X, budget, seed=0, **options),
+        'kmeans_closest': lambda: baselines.kmeans_closest(X, budget, seed=0, **options),
+        'kmeans_random': lambda: kmq.kmeans_random(X, budget, seed=0, **options),
+        'kmq': lambda: kmq.kmq(X, budget, quality=quality, seed=0, **options),
+        'deita': lambda: baselines.deita_filter(X, budget, quality=quality, seed=0, **options),
+        'presel': lambda: presel.presel(X, budget, tasks=tasks, task_weights=np.full(TASKS, 1 / TASKS), seed=0, **options),
+    }
     reset_peak_rss()
     before = proc_status_mib()
     with PeakAnon() as anon:
@@ -63,13 +69,25 @@ def run_method(name: str, pool: str, budget: int) -> dict:
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     after = proc_status_mib()
     x_mib = X.nbytes / 2**20
-    return {'budget': budget, 'options': options, 'seconds': round(wall, 2), 'cpu_seconds': round(cpu, 2), 'picked': len(sel), 'shortfall': int(sel.shortfall),
-            'timings': {k: round(v, 2) for k, v in (sel.timings or {}).items()},
-            'x_mib': round(x_mib, 1), 'rss_before_mib': before['VmRSS'], 'peak_rss_mib': after['VmHWM'],
-            'peak_rss_over_x': round(after['VmHWM'] / x_mib, 3), 'peak_rss_added_over_x': round((after['VmHWM'] - before['VmRSS']) / x_mib, 3),
-            'peak_anon_mib': round(anon.peak_mib, 1), 'anon_before_mib': before['RssAnon'],
-            'peak_anon_over_x': round(anon.peak_mib / x_mib, 3), 'rss_file_end_mib': after['RssFile'],
-            'fits_2x': after['VmHWM'] <= 2 * x_mib}
+    return {
+        'budget': budget,
+        'options': options,
+        'seconds': round(wall, 2),
+        'cpu_seconds': round(cpu, 2),
+        'picked': len(sel),
+        'shortfall': int(sel.shortfall),
+        'timings': {k: round(v, 2) for k, v in (sel.timings or {}).items()},
+        'x_mib': round(x_mib, 1),
+        'rss_before_mib': before['VmRSS'],
+        'peak_rss_mib': after['VmHWM'],
+        'peak_rss_over_x': round(after['VmHWM'] / x_mib, 3),
+        'peak_rss_added_over_x': round((after['VmHWM'] - before['VmRSS']) / x_mib, 3),
+        'peak_anon_mib': round(anon.peak_mib, 1),
+        'anon_before_mib': before['RssAnon'],
+        'peak_anon_over_x': round(anon.peak_mib / x_mib, 3),
+        'rss_file_end_mib': after['RssFile'],
+        'fits_2x': after['VmHWM'] <= 2 * x_mib,
+    }
 
 
 def main():
@@ -84,31 +102,43 @@ def main():
     ap.add_argument('--child', nargs=3, metavar=('METHOD', 'POOL', 'BUDGET'), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_method(args.child[0], args.child[1], int(args.child[2])))); return
+        print(json.dumps(run_method(args.child[0], args.child[1], int(args.child[2]))))
+        return
     budgets = {m: b for m, (b, _) in METHODS.items()} | {k: int(v) for k, v in (kv.split('=') for kv in args.budgets.split(',') if kv)}
     from datasel.core import atomic_write
+
     pool = Path(args.dir) / f'pool_{args.n}x{args.d}_f16.npy'
     pool.parent.mkdir(parents=True, exist_ok=True)
     if not pool.exists():
-        t = time.perf_counter(); write_pool(pool, args.n, args.d)
+        t = time.perf_counter()
+        write_pool(pool, args.n, args.d)
         print(f'wrote {pool} in {time.perf_counter() - t:.0f} s', flush=True)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {'benchmark': 'scale', 'runs': {}}
     key = f'{args.n}x{args.d}_float16_memmap'
     run = results['runs'].setdefault(key, {})
-    run['setup'] = {'n': args.n, 'd': args.d, 'x_gib': round(args.n * args.d * 2 / 2**30, 3), 'pool': 'Gaussian mixture, 100 components',
-                    'tasks': TASKS, 'cpus': os.cpu_count(), 'platform': platform.platform(),
-                    'rss_note': 'peak_rss (VmHWM) counts the memory-mapped file pages a method touched; peak_anon is the '
-                                'memory the method allocated (sampled every 10 ms)'}
+    run['setup'] = {
+        'n': args.n,
+        'd': args.d,
+        'x_gib': round(args.n * args.d * 2 / 2**30, 3),
+        'pool': 'Gaussian mixture, 100 components',
+        'tasks': TASKS,
+        'cpus': os.cpu_count(),
+        'platform': platform.platform(),
+        'rss_note': 'peak_rss (VmHWM) counts the memory-mapped file pages a method touched; peak_anon is the '
+        'memory the method allocated (sampled every 10 ms)',
+    }
     run.setdefault('methods', {})
     for name in args.methods.split(','):
         load = [round(x, 2) for x in os.getloadavg()]
         print(f'{name} ...', flush=True)
         entry = run_child(Path(__file__), ['--child', name, pool, budgets[name]], args.timeout)
-        entry.setdefault('budget', budgets[name]); entry['load_average_at_start'] = load
+        entry.setdefault('budget', budgets[name])
+        entry['load_average_at_start'] = load
         run['methods'][name] = entry
         print(f'  {json.dumps(entry)}', flush=True)
-        with atomic_write(out) as f: json.dump(results, f, indent=1)
+        with atomic_write(out) as f:
+            json.dump(results, f, indent=1)
     print(f'wrote {out}')
 
 

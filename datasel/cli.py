@@ -7,7 +7,7 @@ run any registered selection method from files, and run a whole recipe."""
 from __future__ import annotations
 import argparse, csv, importlib, importlib.metadata, importlib.util, inspect, json, os, platform, sys, time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 import numpy as np
 import datasel
 from .core import DataselError, InputError, MissingDependencyError, Selection, atomic_write, dumps_json, resolve_budget

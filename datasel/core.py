@@ -13,7 +13,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['PRESETS', 'PRESET', 'DataselError', 'InputError', 'RecordError', 'MissingDependencyError', 'AssetError',
            'check_finite_rows', 'as_embeddings', 'resolve_budget', 'as_scores', 'as_labels', 'make_rng', 'check_int',
-           'check_number', 'check_choice', 'atomic_write', 'jsonable', 'dumps_json', 'Selection', 'with_presets']
+           'check_number', 'check_choice', 'resolve_device', 'atomic_write', 'jsonable', 'dumps_json', 'Selection',
+           'with_presets']
 
 # %% ../nbs/00_core.ipynb #00000005
 class DataselError(Exception):
@@ -167,6 +168,18 @@ def check_choice(value: Any, # the option's value
     "`value` if it is one of `choices`, else an `InputError` listing them."
     if value not in tuple(choices): raise InputError(f'{name}: expected one of {tuple(choices)}, got {value!r}')
     return value
+
+# %% ../nbs/00_core.ipynb #2992fb5c
+def resolve_device(device: Any = 'auto', # 'auto' (CUDA when torch sees it), 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device
+                  ) -> 'torch.device':  # noqa: F821
+    "A device name or `torch.device` as a `torch.device`, with a clear error for one that cannot be used."
+    import torch
+    if isinstance(device, torch.device): return device
+    if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): raise InputError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available(): raise InputError(f'device: {device!r} was asked for but CUDA is not available')
+    return dev
 
 # %% ../nbs/00_core.ipynb #0000000f
 def _umask() -> int:

@@ -6,19 +6,19 @@ confidence intervals, correlations with bootstrap intervals, and the results sch
 # %% ../nbs/32_experiments.ipynb #d006d4ab
 from __future__ import annotations
 import math, os, copy, tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from scipy import stats
-from .core import InputError, as_labels, atomic_write, check_choice, check_int, check_number, dumps_json, make_rng
+from .core import DataselError, InputError, as_labels, atomic_write, check_choice, check_int, check_number, dumps_json, make_rng
 
 # %% auto #0
 __all__ = ['SCALES', 'COMMITTED_SCALE', 'UNDECIDING_SCALES', 'VERDICTS', 'CORRUPTIONS', 'resolve_sizes', 'mean_ci',
            'paired_difference', 'control_detected', 'verdict', 'judge', 'compare', 'correlation_ci',
            'paired_r_difference', 'retest_reliability', 'control_result', 'positive_control', 'duplicate_rows',
            'corrupt_answers', 'cluster_losses', 'heldout_clusters', 'TextInstrument', 'VisionInstrument',
-           'sharegpt_split', 'validate_results', 'make_results', 'save_results', 'experiment_dir']
+           'sharegpt_split', 'project_root', 'validate_results', 'make_results', 'save_results', 'experiment_dir']
 
 # %% ../nbs/32_experiments.ipynb #82e2b1b8
 SCALES = ('ci', 'cpu', 'cpu-full', 'gpu')
@@ -397,6 +397,13 @@ def sharegpt_split(pool_size: int, # exchanges in the selection pool
     return [conversations[i] for i in order[reserve:reserve + pool_size]], [conversations[i] for i in order[:heldout_size]]
 
 # %% ../nbs/32_experiments.ipynb #ba044ed5
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    "The folder holding `pyproject.toml` and `nbs/`, searched upwards from `start` (default: the working folder)."
+    p = Path(start or os.getcwd()).resolve()
+    for q in [p, *p.parents]:
+        if (q/'pyproject.toml').exists() and (q/'nbs').is_dir(): return q
+    raise DataselError(f'no datasel project (pyproject.toml beside nbs/) above {p}')
+
 def _interval(v: Any) -> bool:
     "Whether `v` is [lo, hi] with finite lo <= hi."
     return (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
@@ -452,7 +459,6 @@ def experiment_dir(out_dir: str | os.PathLike | None, # folder given by papermil
     if out_dir: p = Path(out_dir)
     elif os.environ.get('IN_TEST'): p = Path(tempfile.mkdtemp(prefix=f'datasel-{paper}-'))
     else:
-        from datasel.reproduce import project_root
         p = project_root()/'runs'/scale/paper
     p.mkdir(parents=True, exist_ok=True)
     return p

@@ -7,7 +7,7 @@ with, behind one `diversity(...)` call."""
 # %% ../nbs/10_metrics.ipynb #00000002
 from __future__ import annotations
 import array, inspect, math, numbers, re
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 import numpy as np
 from .core import PRESET, InputError, as_embeddings, check_choice, check_int, check_number, make_rng, with_presets
 from .geometry.neighbors import assign, kmeans, knn, knn_density, l2_normalize, pairwise_blocks

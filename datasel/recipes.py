@@ -12,8 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import datasel
 from .core import DataselError, InputError, Selection, atomic_write, dumps_json, as_labels, check_choice
-from .data import (STDIN, read_records, write_records, validate_records, rebase_images, missing_prompts, to_texts,
-                          check_fields)
+from .data import (STDIN, write_records, validate_records, rebase_images, missing_prompts, to_texts)
 from . import registry
 
 # %% auto #0

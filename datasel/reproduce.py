@@ -7,21 +7,14 @@
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, time
 from pathlib import Path
-from .core import DataselError, InputError, atomic_write, check_choice
-from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, validate_results
+from .core import InputError, atomic_write, check_choice
+from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, validate_results, project_root
 
 # %% auto #0
-__all__ = ['project_root', 'find_experiments', 'paper_name', 'output_root', 'run_experiment', 'previous_wall_time', 'eta_seconds',
+__all__ = ['find_experiments', 'paper_name', 'output_root', 'run_experiment', 'previous_wall_time', 'eta_seconds',
            'progress_line', 'results_table', 'write_report', 'main']
 
 # %% ../nbs/31_reproduce.ipynb #37498d59
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    "The folder holding `pyproject.toml` and `nbs/`, searched upwards from `start` (default: the working folder)."
-    p = Path(start or os.getcwd()).resolve()
-    for q in [p, *p.parents]:
-        if (q/'pyproject.toml').exists() and (q/'nbs').is_dir(): return q
-    raise DataselError(f'no datasel project (pyproject.toml beside nbs/) above {p}')
-
 def find_experiments(root: Path, only: list[str] | None = None) -> list[Path]:
     "Experiment notebooks under `root/nbs/experiments`, sorted; `only` keeps those whose name contains one of the words."
     nbs = sorted(p for p in (Path(root)/'nbs'/'experiments').glob('*.ipynb') if not p.name.startswith(('_', '.')))

@@ -1,4 +1,5 @@
 """Shared pytest fixtures: the golden files and small deterministic inputs."""
+
 import os
 from pathlib import Path
 import numpy as np
@@ -28,6 +29,7 @@ def pool() -> np.ndarray:
 def one_torch_thread():
     "Small models run fastest on one torch thread; on a shared 2-core machine two threads can be many times slower."
     import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -42,6 +44,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
+
         cuda = torch.cuda.is_available()
     except Exception:
         cuda = False

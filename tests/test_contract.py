@@ -1,11 +1,12 @@
 """One contract for every registered selection method: budget honoured, deterministic by seed, an explicit option
 beats the preset, bad budgets rejected, resolved options recorded, strict-JSON results, memory-mapped input."""
+
 import json
 import numpy as np
 import pytest
 
 import datasel
-from datasel.core import InputError, PRESET, PRESETS, Selection, dumps_json
+from datasel.core import InputError, PRESETS, Selection, dumps_json
 from datasel.registry import methods, method_info, select
 
 N, D, TASKS = 240, 12, 3
@@ -20,10 +21,14 @@ def pool(seed=0, n=N, d=D):
 
 def make_input(kind, n=N, seed=1):
     rng = np.random.default_rng(seed)
-    if kind == 'scores': return rng.uniform(0.1, 1.0, n)
-    if kind == 'labels': return np.arange(n) % TASKS
-    if kind == 'task_weights': return np.full(TASKS, 1 / TASKS)
-    if kind == 'rounds': return rng.integers(1, 4, n)
+    if kind == 'scores':
+        return rng.uniform(0.1, 1.0, n)
+    if kind == 'labels':
+        return np.arange(n) % TASKS
+    if kind == 'task_weights':
+        return np.full(TASKS, 1 / TASKS)
+    if kind == 'rounds':
+        return rng.integers(1, 4, n)
     raise AssertionError(f'no test input for kind {kind!r}')
 
 
@@ -35,8 +40,20 @@ NAMES = [m.name for m in methods()]
 
 
 def test_registry_lists_the_papers_methods():
-    expected = {'novelselect', 'random', 'kcenter', 'kmeans_closest', 'kmeans_random', 'deita', 'kmq', 'iterative_kmq',
-                'facility_location', 'qdit', 'presel', 'datatailor'}
+    expected = {
+        'novelselect',
+        'random',
+        'kcenter',
+        'kmeans_closest',
+        'kmeans_random',
+        'deita',
+        'kmq',
+        'iterative_kmq',
+        'facility_location',
+        'qdit',
+        'presel',
+        'datatailor',
+    }
     assert expected <= set(NAMES), sorted(expected - set(NAMES))
     for m in methods():
         assert m.summary and m.paper and m.scores, m.name
@@ -80,7 +97,8 @@ def test_preset_fills_only_what_is_not_passed(name):
     for k, v in official.items():
         assert sel.params[k] == v, f'{name}: preset official should set {k}={v!r}, params has {sel.params[k]!r}'
     explicit = {k: paper[k] for k in paper if paper[k] != official[k]}
-    if not explicit: pytest.skip(f'{name}: its presets do not differ')
+    if not explicit:
+        pytest.skip(f'{name}: its presets do not differ')
     sel = run(name, preset='official', **explicit)
     for k, v in explicit.items():
         assert sel.params[k] == v, f'{name}: explicit {k}={v!r} lost to the preset ({sel.params[k]!r})'
@@ -104,7 +122,8 @@ def test_bad_preset_and_unknown_option_rejected(name):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_nan_rows_rejected(name):
-    X = pool(); X[5, 2] = np.nan
+    X = pool()
+    X[5, 2] = np.nan
     with pytest.raises(InputError, match='NaN'):
         run(name, X=X)
 

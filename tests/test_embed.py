@@ -1,6 +1,7 @@
 """datasel.models.embed: pooling with masks, length-sorted batching in input order, the on-disk cache (on by default,
 reuse, resume, flush by time and on Ctrl-C), images pooled and spatial, per-token states of a causal LM, warnings for
 empty texts and zero rows, quiet loading, and clear errors."""
+
 import warnings
 import numpy as np
 import pytest
@@ -8,8 +9,16 @@ import torch
 
 from datasel.core import DataselError, InputError, AssetError
 from datasel.models import embed
-from datasel.models.embed import (embed_texts, embed_images, token_states, pool_hidden, length_sorted_batches, ShardCache,
-                           model_fingerprint, content_key)
+from datasel.models.embed import (
+    embed_texts,
+    embed_images,
+    token_states,
+    pool_hidden,
+    length_sorted_batches,
+    ShardCache,
+    model_fingerprint,
+    content_key,
+)
 from datasel.models.assets import load_text_encoder, load_digits_images, load_easy_vqa
 
 
@@ -30,11 +39,21 @@ def minilm():
 def tiny_lm(minilm):
     "A tiny random Llama that uses MiniLM's tokenizer (fast, no download), with a simple chat template."
     from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(minilm[1]), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(minilm[1]),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ).eval()
     from transformers import AutoTokenizer
     from datasel.models.assets import text_encoder_path
+
     tokenizer = AutoTokenizer.from_pretrained(text_encoder_path())
     tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     return model, tokenizer
@@ -42,19 +61,28 @@ def tiny_lm(minilm):
 
 class ForwardCounter:
     "Count forward passes of a module by wrapping its `forward`."
+
     def __init__(self, module, attr='forward'):
         self.module, self.attr, self.calls = module, attr, 0
         self.real = getattr(module, attr)
+
     def __enter__(self):
-        def counted(*a, **k): self.calls += 1; return self.real(*a, **k)
-        setattr(self.module, self.attr, counted); return self
-    def __exit__(self, *exc): setattr(self.module, self.attr, self.real)
+        def counted(*a, **k):
+            self.calls += 1
+            return self.real(*a, **k)
+
+        setattr(self.module, self.attr, counted)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(self.module, self.attr, self.real)
 
 
 TEXTS = [f'sentence {i}: ' + 'word ' * (i % 9) + f'topic {i % 5}' for i in range(30)]
 
 
 # ---------------------------------------------------------------- pooling and batching
+
 
 @pytest.mark.parametrize('pooling', ['mean', 'cls', 'last'])
 def test_pooling_ignores_padding_on_either_side(pooling):
@@ -64,8 +92,8 @@ def test_pooling_ignores_padding_on_either_side(pooling):
     right, left = torch.zeros(3, 6, 3), torch.full((3, 6, 3), 99.0)
     mask_r, mask_l = torch.zeros(3, 6, dtype=torch.long), torch.zeros(3, 6, dtype=torch.long)
     for i, s in enumerate(states):
-        right[i, :len(s)], mask_r[i, :len(s)] = s, 1
-        left[i, 6 - len(s):], mask_l[i, 6 - len(s):] = s, 1
+        right[i, : len(s)], mask_r[i, : len(s)] = s, 1
+        left[i, 6 - len(s) :], mask_l[i, 6 - len(s) :] = s, 1
     expect = torch.stack([{'mean': s.mean(0), 'cls': s[0], 'last': s[-1]}[pooling] for s in states])
     assert torch.allclose(pool_hidden(right, mask_r, pooling), expect, atol=1e-6)
     assert torch.allclose(pool_hidden(left, mask_l, pooling), expect, atol=1e-6)
@@ -81,10 +109,13 @@ def test_length_sorted_batches_cover_every_index_once_longest_first():
 
 # ---------------------------------------------------------------- real text encoder
 
+
 @pytest.mark.slow
 def test_minilm_ranks_a_paraphrase_above_an_unrelated_sentence():
-    E = embed_texts(['How do I bake bread at home?', 'What is a simple recipe for homemade bread?',
-                     'The central bank raised interest rates.'], progress=False)
+    E = embed_texts(
+        ['How do I bake bread at home?', 'What is a simple recipe for homemade bread?', 'The central bank raised interest rates.'],
+        progress=False,
+    )
     assert E.shape == (3, 384) and E.dtype == np.float32
     assert E[0] @ E[1] > E[0] @ E[2] + 0.3
 
@@ -110,18 +141,20 @@ def test_results_do_not_depend_on_batching_or_order(minilm):
 def test_max_tokens_truncates(minilm):
     long = 'alpha beta gamma delta ' * 50
     a = embed_texts([long], *minilm, max_tokens=8, progress=False)
-    b = embed_texts([' '.join(long.split()[:6])], *minilm, max_tokens=8, progress=False)   # [CLS] + 6 words + [SEP]
+    b = embed_texts([' '.join(long.split()[:6])], *minilm, max_tokens=8, progress=False)  # [CLS] + 6 words + [SEP]
     assert np.allclose(a, b, atol=1e-6)
     assert not np.allclose(a, embed_texts([long], *minilm, max_tokens=64, progress=False), atol=1e-3)
 
 
 def test_model_name_strings_load_offline_models(minilm):
     from datasel.models.assets import text_encoder_path
+
     by_path = embed_texts(TEXTS[:2], model=str(text_encoder_path()), progress=False)
     assert np.allclose(by_path, embed_texts(TEXTS[:2], *minilm, progress=False), atol=1e-6)
 
 
 # ---------------------------------------------------------------- the cache
+
 
 def test_cache_is_reused_on_the_next_call(minilm, tmp_path):
     model, tok = minilm
@@ -129,14 +162,14 @@ def test_cache_is_reused_on_the_next_call(minilm, tmp_path):
         first = embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
         assert c.calls == 4
         again = embed_texts(TEXTS[::-1], model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
-        assert c.calls == 4                                  # no model work
+        assert c.calls == 4  # no model work
         assert np.array_equal(again, first[::-1])
         embed_texts(TEXTS + ['one new text'], model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
-        assert c.calls == 5                                  # only the new text
+        assert c.calls == 5  # only the new text
         embed_texts(TEXTS, model, tok, batch_size=8, pooling='cls', cache_dir=tmp_path, progress=False)
-        assert c.calls == 9                                  # another pooling is another cache
+        assert c.calls == 9  # another pooling is another cache
         embed_texts(TEXTS, model, tok, batch_size=8, max_tokens=16, cache_dir=tmp_path, progress=False)
-        assert c.calls == 13                                 # and so is another max_tokens
+        assert c.calls == 13  # and so is another max_tokens
     assert len(list(tmp_path.glob('texts-*'))) == 3
 
 
@@ -151,14 +184,16 @@ def test_changed_weights_get_their_own_cache(tiny_lm, tmp_path):
     model, tok = tiny_lm
     before = model_fingerprint(model)
     embed_texts(TEXTS[:4], model, tok, cache_dir=tmp_path, progress=False)
-    with torch.no_grad(): model.model.norm.weight.add_(0.5)
+    with torch.no_grad():
+        model.model.norm.weight.add_(0.5)
     try:
         assert model_fingerprint(model) != before
         with ForwardCounter(model.model) as c:
             embed_texts(TEXTS[:4], model, tok, cache_dir=tmp_path, progress=False)
         assert c.calls == 1
     finally:
-        with torch.no_grad(): model.model.norm.weight.sub_(0.5)
+        with torch.no_grad():
+            model.model.norm.weight.sub_(0.5)
     assert model_fingerprint(model) == before
 
 
@@ -168,19 +203,23 @@ def test_interrupted_run_resumes_from_finished_shards(minilm, tmp_path, monkeypa
     reference = embed_texts(TEXTS, model, tok, batch_size=8, progress=False)
     real = model.forward
     calls = {'n': 0}
+
     def dies_on_third(*a, **k):
         calls['n'] += 1
-        if calls['n'] == 3: raise KeyboardInterrupt
+        if calls['n'] == 3:
+            raise KeyboardInterrupt
         return real(*a, **k)
+
     monkeypatch.setattr(model, 'forward', dies_on_third)
-    with pytest.raises(KeyboardInterrupt): embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
     monkeypatch.setattr(model, 'forward', real)
-    folder, = tmp_path.glob('texts-*')
-    assert len(list(folder.glob('shard-*.npz'))) == 2           # two finished batches were kept
+    (folder,) = tmp_path.glob('texts-*')
+    assert len(list(folder.glob('shard-*.npz'))) == 2  # two finished batches were kept
     assert not [p for p in folder.iterdir() if p.name.endswith('.tmp')]
     with ForwardCounter(model) as c:
         resumed = embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
-    assert c.calls == 2                                          # 30 texts - 16 cached = 14 -> 2 batches of 8
+    assert c.calls == 2  # 30 texts - 16 cached = 14 -> 2 batches of 8
     assert np.allclose(resumed, reference, atol=1e-5)
 
 
@@ -192,6 +231,7 @@ def test_shard_cache_skips_foreign_files(tmp_path):
 
 
 # ---------------------------------------------------------------- decoders
+
 
 def test_decoder_last_and_mean_pooling_match_each_text_alone(tiny_lm):
     model, tok = tiny_lm
@@ -209,16 +249,23 @@ def test_model_is_left_in_its_training_mode(tiny_lm):
     try:
         embed_texts(['x y'], model, tok, progress=False)
         assert model.training
-    finally: model.eval()
+    finally:
+        model.eval()
 
 
 # ---------------------------------------------------------------- token states
 
+
 def test_token_states_are_per_token_and_unpadded(tiny_lm):
     model, tok = tiny_lm
     texts = ['short', 'a considerably longer text than the first one is', 'mid sized text']
-    record = {'id': 'r', 'messages': [{'role': 'user', 'content': 'hello'}, {'role': 'assistant', 'content': 'hi there'}],
-              'image': None, 'meta': {}, 'format': 'openai'}
+    record = {
+        'id': 'r',
+        'messages': [{'role': 'user', 'content': 'hello'}, {'role': 'assistant', 'content': 'hi there'}],
+        'image': None,
+        'meta': {},
+        'format': 'openai',
+    }
     states = token_states(texts + [record], model, tok, batch_size=2, progress=False)
     for t, s in zip(texts, states):
         ids = tok(t)['input_ids']
@@ -234,23 +281,31 @@ def test_token_states_are_per_token_and_unpadded(tiny_lm):
 
 def test_token_states_bad_inputs(tiny_lm):
     model, tok = tiny_lm
-    with pytest.raises(InputError, match='empty list'): token_states([], model, tok)
-    with pytest.raises(InputError, match='wrap'): token_states('one text', model, tok)
-    with pytest.raises(InputError, match=r'texts_or_records\[1\]'): token_states(['ok', 3.5], model, tok)
-    with pytest.raises(InputError, match=r"texts_or_records\[0\]: 'messages'"): token_states([{'messages': [{'role': 'user'}]}], model, tok)
-    with pytest.raises(InputError, match='max_tokens'): token_states(['x'], model, tok, max_tokens=0)
-    with pytest.raises(InputError, match=r'texts_or_records\[0\]: .*unknown format'): token_states([{'question': 'x'}], model, tok)
+    with pytest.raises(InputError, match='empty list'):
+        token_states([], model, tok)
+    with pytest.raises(InputError, match='wrap'):
+        token_states('one text', model, tok)
+    with pytest.raises(InputError, match=r'texts_or_records\[1\]'):
+        token_states(['ok', 3.5], model, tok)
+    with pytest.raises(InputError, match=r"texts_or_records\[0\]: 'messages'"):
+        token_states([{'messages': [{'role': 'user'}]}], model, tok)
+    with pytest.raises(InputError, match='max_tokens'):
+        token_states(['x'], model, tok, max_tokens=0)
+    with pytest.raises(InputError, match=r'texts_or_records\[0\]: .*unknown format'):
+        token_states([{'question': 'x'}], model, tok)
 
 
 @pytest.mark.slow
 def test_smollm2_token_states_of_a_record():
     from datasel.models.assets import load_sharegpt
+
     records = load_sharegpt(max_records=2)
     states = token_states(records, max_tokens=48, device='cpu', progress=False)
     assert [s.shape for s in states] == [(48, 576), (48, 576)] and all(np.isfinite(s).all() for s in states)
 
 
 # ---------------------------------------------------------------- images
+
 
 @pytest.fixture(scope='module')
 def digits():
@@ -269,6 +324,7 @@ def test_image_features_pooled_and_spatial(digits):
 @pytest.mark.slow
 def test_image_cache_and_paths(tmp_path):
     from datasel.models.embed import _cached_image_encoder
+
     records = load_easy_vqa('test', max_records=200)
     paths = sorted({r['image'] for r in records})[:6]
     model, _ = _cached_image_encoder(None, 'cpu')
@@ -284,55 +340,78 @@ def test_image_cache_and_paths(tmp_path):
 def test_hf_vision_model_folder(tmp_path):
     from transformers import ViTConfig, ViTModel
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
     torch.manual_seed(0)
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
-                       patch_size=8)).save_pretrained(tmp_path)
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    ).save_pretrained(tmp_path)
     ViTImageProcessorPil(size={'height': 32, 'width': 32}).save_pretrained(tmp_path)
     images = [np.random.default_rng(i).integers(0, 255, (20, 30, 3)).astype(np.uint8) for i in range(3)]
     F = embed_images(images, model=str(tmp_path), device='cpu', progress=False)
     P = embed_images(images, model=str(tmp_path), device='cpu', spatial=True, progress=False)
-    assert F.shape == (3, 32) and P.shape == (3, 16, 32)       # 4x4 patches, the class token dropped
+    assert F.shape == (3, 32) and P.shape == (3, 16, 32)  # 4x4 patches, the class token dropped
 
 
 def test_image_bad_inputs():
-    with pytest.raises(InputError, match='empty list'): embed_images([])
-    with pytest.raises(InputError, match=r'images\[1\]: contains NaN'): embed_images([np.zeros((8, 8)), np.full((8, 8), np.nan)])
-    with pytest.raises(InputError, match='no image file'): embed_images(['/no/such/picture.png'])
-    with pytest.raises(InputError, match='single path'): embed_images('/no/such/picture.png')
-    with pytest.raises(AssetError, match='no weights file'): embed_images([np.zeros((8, 8))], model='/no/such/weights.pth')
+    with pytest.raises(InputError, match='empty list'):
+        embed_images([])
+    with pytest.raises(InputError, match=r'images\[1\]: contains NaN'):
+        embed_images([np.zeros((8, 8)), np.full((8, 8), np.nan)])
+    with pytest.raises(InputError, match='no image file'):
+        embed_images(['/no/such/picture.png'])
+    with pytest.raises(InputError, match='single path'):
+        embed_images('/no/such/picture.png')
+    with pytest.raises(AssetError, match='no weights file'):
+        embed_images([np.zeros((8, 8))], model='/no/such/weights.pth')
 
 
 # ---------------------------------------------------------------- text errors
 
+
 def test_text_bad_inputs(minilm, tmp_path):
     model, tok = minilm
-    with pytest.raises(InputError, match='texts: got an empty list'): embed_texts([], model, tok)
-    with pytest.raises(InputError, match=r'texts\[1\]: expected a string, got float nan'): embed_texts(['ok', float('nan')], model, tok)
-    with pytest.raises(InputError, match=r'texts\[0\]: expected a string, got NoneType'): embed_texts([None], model, tok)
-    with pytest.raises(InputError, match='single string'): embed_texts('just one', model, tok)
-    with pytest.raises(InputError, match='pooling'): embed_texts(['x'], model, tok, pooling='max')
-    with pytest.raises(InputError, match='batch_size'): embed_texts(['x'], model, tok, batch_size=0)
-    with pytest.raises(InputError, match='max_tokens'): embed_texts(['x'], model, tok, max_tokens=-3)
-    with pytest.raises(InputError, match='model: expected'): embed_texts(['x'], model=42)
-    with pytest.raises(AssetError, match='no such folder'): embed_texts(['x'], model=str(tmp_path / 'missing-model'))
-    with pytest.raises(InputError, match='device'): embed_texts(['x'], model, tok, device='tpu9')
+    with pytest.raises(InputError, match='texts: got an empty list'):
+        embed_texts([], model, tok)
+    with pytest.raises(InputError, match=r'texts\[1\]: expected a string, got float nan'):
+        embed_texts(['ok', float('nan')], model, tok)
+    with pytest.raises(InputError, match=r'texts\[0\]: expected a string, got NoneType'):
+        embed_texts([None], model, tok)
+    with pytest.raises(InputError, match='single string'):
+        embed_texts('just one', model, tok)
+    with pytest.raises(InputError, match='pooling'):
+        embed_texts(['x'], model, tok, pooling='max')
+    with pytest.raises(InputError, match='batch_size'):
+        embed_texts(['x'], model, tok, batch_size=0)
+    with pytest.raises(InputError, match='max_tokens'):
+        embed_texts(['x'], model, tok, max_tokens=-3)
+    with pytest.raises(InputError, match='model: expected'):
+        embed_texts(['x'], model=42)
+    with pytest.raises(AssetError, match='no such folder'):
+        embed_texts(['x'], model=str(tmp_path / 'missing-model'))
+    with pytest.raises(InputError, match='device'):
+        embed_texts(['x'], model, tok, device='tpu9')
 
 
 def test_nan_from_the_model_is_reported(tiny_lm):
     model, tok = tiny_lm
-    with torch.no_grad(): saved = model.model.norm.weight.clone(); model.model.norm.weight.fill_(float('nan'))
+    with torch.no_grad():
+        saved = model.model.norm.weight.clone()
+        model.model.norm.weight.fill_(float('nan'))
     try:
-        with pytest.raises(DataselError, match='NaN or inf'): embed_texts(['a b', 'c'], model, tok, progress=False)
+        with pytest.raises(DataselError, match='NaN or inf'):
+            embed_texts(['a b', 'c'], model, tok, progress=False)
     finally:
-        with torch.no_grad(): model.model.norm.weight.copy_(saved)
+        with torch.no_grad():
+            model.model.norm.weight.copy_(saved)
 
 
 # ---------------------------------------------------------------- caches on by default, flushing, warnings, quiet loading
 
+
 def test_cache_is_on_by_default_and_can_be_turned_off(minilm, default_cache):
     model, tok = minilm
     first = embed_texts(TEXTS[:5], model, tok, progress=False)
-    folder, = (default_cache / 'embeddings').glob('texts-*')
+    (folder,) = (default_cache / 'embeddings').glob('texts-*')
     with ForwardCounter(model) as c:
         assert np.array_equal(embed_texts(TEXTS[:5], model, tok, progress=False), first)
         assert c.calls == 0
@@ -343,10 +422,10 @@ def test_cache_is_on_by_default_and_can_be_turned_off(minilm, default_cache):
 
 def test_time_based_flush_writes_a_shard_per_batch(minilm, tmp_path, monkeypatch):
     model, tok = minilm
-    monkeypatch.setattr(embed, 'FLUSH_SECONDS', 0.0)          # every batch is older than the limit
+    monkeypatch.setattr(embed, 'FLUSH_SECONDS', 0.0)  # every batch is older than the limit
     embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
-    folder, = tmp_path.glob('texts-*')
-    assert len(list(folder.glob('shard-*.npz'))) == 4           # 30 texts in batches of 8, each flushed at once
+    (folder,) = tmp_path.glob('texts-*')
+    assert len(list(folder.glob('shard-*.npz'))) == 4  # 30 texts in batches of 8, each flushed at once
 
 
 def test_a_kill_after_the_flush_interval_keeps_the_work(minilm, tmp_path, monkeypatch):
@@ -355,15 +434,20 @@ def test_a_kill_after_the_flush_interval_keeps_the_work(minilm, tmp_path, monkey
     monkeypatch.setattr(embed, 'FLUSH_SECONDS', 0.0)
     real = model.forward
     calls, writes = {'n': 0, 'on_disk_at_kill': None}, []
+
     def killed_on_third(*a, **k):
         calls['n'] += 1
-        if calls['n'] == 3: calls['on_disk_at_kill'] = len(writes); raise SystemExit('killed')
+        if calls['n'] == 3:
+            calls['on_disk_at_kill'] = len(writes)
+            raise SystemExit('killed')
         return real(*a, **k)
+
     monkeypatch.setattr(model, 'forward', killed_on_third)
     put = embed.ShardCache.put
     monkeypatch.setattr(embed.ShardCache, 'put', lambda self, *a, **k: writes.append(1) or put(self, *a, **k))
-    with pytest.raises(SystemExit): embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
-    assert calls['on_disk_at_kill'] == 2                         # both finished batches were on disk before the kill
+    with pytest.raises(SystemExit):
+        embed_texts(TEXTS, model, tok, batch_size=8, cache_dir=tmp_path, progress=False)
+    assert calls['on_disk_at_kill'] == 2  # both finished batches were on disk before the kill
 
 
 def test_empty_texts_warn_and_fail_when_strict(minilm):
@@ -374,12 +458,14 @@ def test_empty_texts_warn_and_fail_when_strict(minilm):
         embed_texts([''], model, tok, progress=False, cache=False, strict=True)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        embed_texts(['a', 'b'], model, tok, progress=False, cache=False)   # nothing to say about clean texts
+        embed_texts(['a', 'b'], model, tok, progress=False, cache=False)  # nothing to say about clean texts
 
 
 def test_all_zero_rows_warn_and_fail_when_strict(digits):
     class Dead(torch.nn.Module):
-        def extract_features(self, x): return torch.zeros(len(x), 4, 2, 2)
+        def extract_features(self, x):
+            return torch.zeros(len(x), 4, 2, 2)
+
     with pytest.warns(UserWarning, match=r'rows of the image features \[0, 1\]: 2 all-zero rows'):
         embed_images(digits[:2], Dead(), progress=False, cache=False)
     with pytest.raises(InputError, match='all-zero rows'):
@@ -388,11 +474,13 @@ def test_all_zero_rows_warn_and_fail_when_strict(digits):
 
 def test_progress_false_hides_transformers_loading_bar(capsys):
     from datasel.models.assets import text_encoder_path
+
     load_text_encoder(str(text_encoder_path()), device='cpu', progress=False)
     assert 'Loading weights' not in capsys.readouterr().err
     load_text_encoder(str(text_encoder_path()), device='cpu', progress=True)
-    assert 'Loading weights' in capsys.readouterr().err         # the check above could fail
+    assert 'Loading weights' in capsys.readouterr().err  # the check above could fail
 
 
 def test_bad_executor_is_named(minilm):
-    with pytest.raises(InputError, match='executor'): embed_texts(['x'], *minilm, executor='spark')
+    with pytest.raises(InputError, match='executor'):
+        embed_texts(['x'], *minilm, executor='spark')

@@ -1,12 +1,30 @@
 """The experiment toolkit's comparison rule, intervals and schema on synthetic data whose answer is known."""
+
 import json
 import numpy as np
 import pytest
 
 from datasel.core import InputError
-from datasel.experiments import (compare, control_result, correlation_ci, cluster_losses, corrupt_answers, duplicate_rows,
-                                 judge, make_results, mean_ci, paired_difference, paired_r_difference, positive_control,
-                                 resolve_sizes, retest_reliability, save_results, validate_results, verdict, VERDICTS)
+from datasel.experiments import (
+    compare,
+    control_result,
+    correlation_ci,
+    cluster_losses,
+    corrupt_answers,
+    duplicate_rows,
+    judge,
+    make_results,
+    mean_ci,
+    paired_difference,
+    paired_r_difference,
+    positive_control,
+    resolve_sizes,
+    retest_reliability,
+    save_results,
+    validate_results,
+    verdict,
+    VERDICTS,
+)
 
 SEEDS = 6
 
@@ -30,13 +48,13 @@ def test_pairing_sees_an_effect_smaller_than_the_seed_spread():
     row = compare('arm beats base', arm, base, 'x')
     assert row['verdict'] == 'reproduced'
     unpaired = compare('arm beats base', arm, np.random.default_rng(5).permutation(base), 'x')
-    assert unpaired['ci95'][1] - unpaired['ci95'][0] > 5*(row['ci95'][1] - row['ci95'][0])
+    assert unpaired['ci95'][1] - unpaired['ci95'][0] > 5 * (row['ci95'][1] - row['ci95'][0])
 
 
 def test_noise_is_mostly_inconclusive():
     verdicts = [compare('x', *arms(0.0, seed=s), 'x')['verdict'] for s in range(400)]
     assert set(verdicts) <= {'reproduced', 'refuted', 'inconclusive'}
-    assert 0.90 < verdicts.count('inconclusive')/len(verdicts) < 0.99
+    assert 0.90 < verdicts.count('inconclusive') / len(verdicts) < 0.99
 
 
 def test_a_blind_control_makes_every_verdict_instrument_blind():
@@ -60,8 +78,8 @@ def test_interval_coverage_is_about_95_percent(method):
         d = 0.3 + rng.normal(0, 1, n)
         lo, hi = paired_difference(d, np.zeros(n), method=method, n_boot=500, seed=r)['ci95']
         covered += lo <= 0.3 <= hi
-    low = 0.93 if method == 't' else 0.85   # the percentile bootstrap undercovers a little with few seeds
-    assert low < covered/reps < 0.975, covered/reps
+    low = 0.93 if method == 't' else 0.85  # the percentile bootstrap undercovers a little with few seeds
+    assert low < covered / reps < 0.975, covered / reps
 
 
 def test_bootstrap_interval_of_r_covers_the_true_r():
@@ -69,16 +87,16 @@ def test_bootstrap_interval_of_r_covers_the_true_r():
     true_r, hits, reps = 0.6, 0, 80
     for r in range(reps):
         x = rng.normal(size=40)
-        y = true_r*x + np.sqrt(1 - true_r**2)*rng.normal(size=40)
+        y = true_r * x + np.sqrt(1 - true_r**2) * rng.normal(size=40)
         lo, hi = correlation_ci(x, y, n_boot=300, seed=r)['ci95']
         hits += lo <= true_r <= hi
-    assert hits/reps > 0.85, hits/reps
+    assert hits / reps > 0.85, hits / reps
 
 
 def test_within_group_correlation_ignores_between_group_steps():
     rng = np.random.default_rng(3)
     size = np.repeat([0, 1, 2], 12)
-    x, y = rng.normal(size=36) + 5*size, rng.normal(size=36) + 5*size
+    x, y = rng.normal(size=36) + 5 * size, rng.normal(size=36) + 5 * size
     assert correlation_ci(x, y)['r'] > 0.9
     within = correlation_ci(x, y, groups=size)
     assert abs(within['r']) < 0.5 and within['ci95'][0] < 0.5
@@ -87,7 +105,7 @@ def test_within_group_correlation_ignores_between_group_steps():
 def test_paired_r_difference_prefers_the_better_metric():
     rng = np.random.default_rng(4)
     y = rng.normal(size=50)
-    d = paired_r_difference(y + 0.3*rng.normal(size=50), y + 3*rng.normal(size=50), y, kind='spearman')
+    d = paired_r_difference(y + 0.3 * rng.normal(size=50), y + 3 * rng.normal(size=50), y, kind='spearman')
     assert d['difference'] > 0 and d['ci95'][0] > 0
     same = paired_r_difference(y + rng.normal(size=50), y + rng.normal(size=50), y)
     assert same['ci95'][0] < 0 < same['ci95'][1]
@@ -95,7 +113,7 @@ def test_paired_r_difference_prefers_the_better_metric():
 
 def test_retest_reliability_separates_signal_from_seed_noise():
     rng = np.random.default_rng(5)
-    signal = retest_reliability(rng.normal(size=(30, 1)) + 0.3*rng.normal(size=(30, 4)))
+    signal = retest_reliability(rng.normal(size=(30, 1)) + 0.3 * rng.normal(size=(30, 4)))
     assert signal['ci95'][0] > 0.5 and signal['spearman_brown'] > signal['r']
     noise = retest_reliability(rng.normal(size=(30, 4)))
     assert noise['ci95'][0] < 0 < noise['ci95'][1]
@@ -103,17 +121,24 @@ def test_retest_reliability_separates_signal_from_seed_noise():
 
 def test_positive_control_runs_both_arms_with_the_same_seeds():
     calls = []
+
     def run(rows, seed):
         calls.append(seed)
-        return len(set(np.asarray(rows).tolist()))/64 + np.random.default_rng(seed).normal(0, 0.01)
+        return len(set(np.asarray(rows).tolist())) / 64 + np.random.default_rng(seed).normal(0, 0.01)
+
     c = positive_control('16 distinct x 4', run, lambda s: np.arange(64), lambda s: duplicate_rows(np.arange(64), 16, s), seeds=[0, 1, 2])
     assert c['detected'] and abs(c['effect'] + 0.75) < 1e-9
     assert calls == [0, 1, 2, 0, 1, 2]
 
 
 def test_corrupted_answers_are_flagged_and_the_rest_untouched():
-    recs = [{'id': i, 'messages': [{'role': 'user', 'content': f'q{i}'}, {'role': 'assistant', 'content': f'the answer to q{i} has several words'}]}
-            for i in range(40)]
+    recs = [
+        {
+            'id': i,
+            'messages': [{'role': 'user', 'content': f'q{i}'}, {'role': 'assistant', 'content': f'the answer to q{i} has several words'}],
+        }
+        for i in range(40)
+    ]
     bad, flags = corrupt_answers(recs, 0.25, seed=1)
     assert (flags != '').sum() == 10
     for r, b, f in zip(recs, bad, flags):
@@ -144,7 +169,11 @@ def test_results_schema_strict_json_and_validation(tmp_path):
 
 
 def test_bad_inputs_name_the_argument():
-    with pytest.raises(InputError, match='same length'): paired_difference([1, 2, 3], [1, 2])
-    with pytest.raises(InputError, match='method'): mean_ci([1.0, 2.0], method='z')
-    with pytest.raises(InputError, match='direction'): verdict([0, 1], direction=0)
-    with pytest.raises(InputError, match='scale'): resolve_sizes('huge', {'ci': {}})
+    with pytest.raises(InputError, match='same length'):
+        paired_difference([1, 2, 3], [1, 2])
+    with pytest.raises(InputError, match='method'):
+        mean_ci([1.0, 2.0], method='z')
+    with pytest.raises(InputError, match='direction'):
+        verdict([0, 1], direction=0)
+    with pytest.raises(InputError, match='scale'):
+        resolve_sizes('huge', {'ci': {}})

@@ -1,13 +1,20 @@
 """Greedy engines, facility location and QDIT: naive-greedy references, the kNN graph, similarity='auto' past the
 cache cliff, the official QDIT loop, memory-mapped pools, errors."""
+
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from datasel import metrics
 from datasel.core import InputError
 from datasel.geometry.neighbors import l2_normalize
-from datasel.selectors.greedy import (facility_location, qdit, knn_similarities, lazy_greedy, stochastic_greedy,
-                                      DenseCoverage, SparseCoverage)
+from datasel.selectors.greedy import (
+    facility_location,
+    qdit,
+    knn_similarities,
+    lazy_greedy,
+    stochastic_greedy,
+    DenseCoverage,
+    SparseCoverage,
+)
 
 
 def mixture(n=240, d=12, k=6, seed=0):
@@ -33,11 +40,15 @@ def naive_greedy(K, b, modular=None, weight=1.0):
     for _ in range(b):
         g = weight * np.maximum(K - best[:, None], 0).sum(0) + modular
         g[picks] = -np.inf
-        c = int(np.argmax(g)); picks.append(c); gains.append(g[c]); best = np.maximum(best, K[:, c])
+        c = int(np.argmax(g))
+        picks.append(c)
+        gains.append(g[c])
+        best = np.maximum(best, K[:, c])
     return picks, np.array(gains)
 
 
-def clip_kernel(R, C): return np.maximum(unit64(R) @ unit64(C).T, 0)
+def clip_kernel(R, C):
+    return np.maximum(unit64(R) @ unit64(C).T, 0)
 
 
 def test_facility_location_lazy_equals_naive_greedy():
@@ -48,7 +59,7 @@ def test_facility_location_lazy_equals_naive_greedy():
     np.testing.assert_array_equal(sel.per_pick['gain'], sel.scores)
     assert sel.params['similarity'] == 'exact' and sel.params['neighbors'] is None
     np.testing.assert_allclose(sel.info['objective'], clip_kernel(X, X[sel.indices]).max(1).sum(), rtol=1e-5)
-    nocache = facility_location(X, 30, similarity='exact', cache_bytes=0)   # gains recomputed from X: same picks
+    nocache = facility_location(X, 30, similarity='exact', cache_bytes=0)  # gains recomputed from X: same picks
     assert nocache.indices.tolist() == picks
 
 
@@ -78,7 +89,8 @@ def test_shift_kernel_equals_raw_cosine_greedy():
 def test_knn_sparse_lazy_equals_naive_on_the_graph():
     W = knn_similarities(X, 15)
     assert W.shape == (len(X), len(X)) and W.nnz <= len(X) * 15 and W.data.min() >= 0
-    U = unit64(X); S = U @ U.T
+    U = unit64(X)
+    S = U @ U.T
     nn = np.argsort(-S, axis=1, kind='stable')[:, :15]
     Wr = W.tocsr()
     for v in (0, 50, 200):
@@ -89,13 +101,15 @@ def test_knn_sparse_lazy_equals_naive_on_the_graph():
     assert (sel.params['similarity'], sel.params['neighbors'], sel.params['index']) == ('knn', 15, 'exact')
     given = facility_location(X, 25, similarity=W)
     assert given.indices.tolist() == picks and given.params['similarity'] == 'matrix'
-    with pytest.raises(InputError, match='columns'): facility_location(X, 5, similarity=W[:, :10])
-    with pytest.raises(InputError, match='>= 0'): facility_location(X, 5, similarity=-W)
+    with pytest.raises(InputError, match='columns'):
+        facility_location(X, 5, similarity=W[:, :10])
+    with pytest.raises(InputError, match='>= 0'):
+        facility_location(X, 5, similarity=-W)
 
 
 def test_auto_similarity_switches_past_the_cache_cliff():
     small = facility_location(X, 10)
-    big = facility_location(X, 10, cache_bytes=len(X) * len(X) * 4 - 1)   # the cache no longer fits: the kNN graph
+    big = facility_location(X, 10, cache_bytes=len(X) * len(X) * 4 - 1)  # the cache no longer fits: the kNN graph
     assert small.params['similarity'] == 'exact'
     assert big.params['similarity'] == 'knn' and big.params['neighbors'] == 20 and big.params['index'] in ('exact', 'ivf', 'hnsw')
     assert big.indices.tolist() == facility_location(X, 10, similarity='knn').indices.tolist()
@@ -108,12 +122,13 @@ def test_stochastic_within_reasonable_factor():
     lazy = facility_location(X, 30)
     value = lambda s: clip_kernel(X, X[s.indices]).max(1).sum()
     values = [value(facility_location(X, 30, optimizer='stochastic', seed=s)) for s in range(3)]
-    assert min(values) >= 0.95 * lazy.info['objective']                # guarantee: (1 - 1/e - eps) in expectation
+    assert min(values) >= 0.95 * lazy.info['objective']  # guarantee: (1 - 1/e - eps) in expectation
     assert min(values) <= lazy.info['objective'] + 1e-6
     sel = facility_location(X, 30, optimizer='stochastic', seed=0)
     assert len(set(sel.indices.tolist())) == 30
     np.testing.assert_array_equal(sel.indices, facility_location(X, 30, optimizer='stochastic', seed=0).indices)
-    with pytest.raises(InputError, match='epsilon'): facility_location(X, 5, optimizer='stochastic', epsilon=1.5)
+    with pytest.raises(InputError, match='epsilon'):
+        facility_location(X, 5, optimizer='stochastic', epsilon=1.5)
 
 
 def test_drivers_directly():
@@ -142,17 +157,21 @@ def test_qdit():
 
 
 def test_qdit_official_equals_official_loop():
-    def official(data, quality, K, alpha):           # qdit.py restated: FL over the pool recomputed per candidate
-        U = unit64(data); C = U @ U.T
+    def official(data, quality, K, alpha):  # qdit.py restated: FL over the pool recomputed per candidate
+        U = unit64(data)
+        C = U @ U.T
         chosen = []
         for _ in range(K):
             best, best_i = -np.inf, None
             for i in range(len(data)):
-                if i in chosen: continue
+                if i in chosen:
+                    continue
                 score = (1 - alpha) * C[:, chosen + [i]].max(1).sum() + alpha * quality[i]
-                if score > best: best, best_i = score, i
+                if score > best:
+                    best, best_i = score, i
             chosen.append(best_i)
         return chosen
+
     small, q = X[:60], Q[:60] * 5
     sel = qdit(small, 8, quality=q, alpha=0.4, preset='official')
     assert sel.params['kernel'] == 'shift' and sel.indices.tolist() == official(small, q, 8, 0.4)
@@ -170,12 +189,21 @@ def test_memory_mapped_pool(tmp_path, dtype):
 
 
 def test_bad_inputs():
-    with pytest.raises(InputError, match='quality: expected 240 values'): qdit(X, 5, quality=Q[:3])
-    with pytest.raises(InputError, match='alpha'): qdit(X, 5, quality=Q, alpha=-0.1)
-    with pytest.raises(InputError, match='optimizer'): facility_location(X, 5, optimizer='naive')
-    with pytest.raises(InputError, match='similarity'): facility_location(X, 5, similarity='dense')
-    with pytest.raises(InputError, match='kernel'): facility_location(X, 5, kernel='abs')
-    with pytest.raises(InputError, match='neighbors: expected an int'): facility_location(X, 5, similarity='knn', neighbors=0)
-    with pytest.raises(InputError, match='index'): facility_location(X, 5, similarity='knn', index='lsh')
-    with pytest.raises(InputError, match='targets: expected 12 columns'): facility_location(X, 5, targets=np.ones((4, 3)))
-    with pytest.raises(InputError, match='neighbors, targets'): facility_location(X, 5, similarity=knn_similarities(X, 5), neighbors=5)
+    with pytest.raises(InputError, match='quality: expected 240 values'):
+        qdit(X, 5, quality=Q[:3])
+    with pytest.raises(InputError, match='alpha'):
+        qdit(X, 5, quality=Q, alpha=-0.1)
+    with pytest.raises(InputError, match='optimizer'):
+        facility_location(X, 5, optimizer='naive')
+    with pytest.raises(InputError, match='similarity'):
+        facility_location(X, 5, similarity='dense')
+    with pytest.raises(InputError, match='kernel'):
+        facility_location(X, 5, kernel='abs')
+    with pytest.raises(InputError, match='neighbors: expected an int'):
+        facility_location(X, 5, similarity='knn', neighbors=0)
+    with pytest.raises(InputError, match='index'):
+        facility_location(X, 5, similarity='knn', index='lsh')
+    with pytest.raises(InputError, match='targets: expected 12 columns'):
+        facility_location(X, 5, targets=np.ones((4, 3)))
+    with pytest.raises(InputError, match='neighbors, targets'):
+        facility_location(X, 5, similarity=knn_similarities(X, 5), neighbors=5)

@@ -1,13 +1,23 @@
 """kMQ, kM-Random, iterative kMQ and choose_k: per-cluster counts, distinct picks with draw counts, the official preset,
 Eq. 6, memory-mapped pools, and bad inputs."""
+
 import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
 from datasel.core import InputError
 from datasel.geometry.budget import split_budget, softmax
-from datasel.selectors.kmq import (kmq, kmeans_random, iterative_kmq, choose_k, reweight_clusters, positive_scores,
-                                   cluster_budgets, draw_from_cluster, default_num_clusters)
+from datasel.selectors.kmq import (
+    kmq,
+    kmeans_random,
+    iterative_kmq,
+    choose_k,
+    reweight_clusters,
+    positive_scores,
+    cluster_budgets,
+    draw_from_cluster,
+    default_num_clusters,
+)
 
 
 def blobs(n=500, k=5, d=8, seed=0, spread=0.3):
@@ -20,7 +30,7 @@ def blobs(n=500, k=5, d=8, seed=0, spread=0.3):
 
 X, COMP = blobs()
 Q = np.random.default_rng(1).normal(size=len(X)) * 2
-LABELS = np.repeat(np.arange(6), [120, 80, 60, 25, 9, 6])   # 300 items in six clusters of very different size
+LABELS = np.repeat(np.arange(6), [120, 80, 60, 25, 9, 6])  # 300 items in six clusters of very different size
 QL = np.random.default_rng(2).normal(size=len(LABELS))
 
 
@@ -41,7 +51,7 @@ def test_proportional_counts_exact_and_distinct(budget, replace):
 
 
 def test_with_replacement_records_repeated_draws():
-    q = np.linspace(0, 6, len(LABELS))                                 # peaked: the multinomial repeats items
+    q = np.linspace(0, 6, len(LABELS))  # peaked: the multinomial repeats items
     sel = kmq(None, 200, quality=q, labels=LABELS, seed=0)
     assert len(sel) == 200 == len(set(sel.indices.tolist())) and sel.shortfall == 0
     assert sel.per_pick['draws'].max() > 1
@@ -54,9 +64,10 @@ def test_draw_from_cluster_tops_up_to_distinct_items():
     for count in (1, 5, 20, 50):
         picks, draws = draw_from_cluster(np.arange(50), count, np.linspace(0, 8, 50), 1.0, True, rng)
         assert len(picks) == count == len(set(picks.tolist())) and len(draws) == count
-    picks, draws = draw_from_cluster(np.arange(10), 4, np.arange(10) * 1000.0, 1.0, True, rng)   # a point mass on item 9
+    picks, draws = draw_from_cluster(np.arange(10), 4, np.arange(10) * 1000.0, 1.0, True, rng)  # a point mass on item 9
     assert picks[0] == 9 and draws[0] == 4 and sorted(picks.tolist()) == [6, 7, 8, 9]
-    with pytest.raises(InputError, match='count'): draw_from_cluster(np.arange(3), 4, None, 1.0, True, rng)
+    with pytest.raises(InputError, match='count'):
+        draw_from_cluster(np.arange(3), 4, None, 1.0, True, rng)
 
 
 @pytest.mark.parametrize('budget', [12, 90, 250])
@@ -99,23 +110,25 @@ def test_explicit_option_beats_the_preset():
 
 def test_integer_truncation_changes_probabilities():
     labels, q = np.zeros(2, dtype=int), np.array([3.9, 3.1])
-    picks = {p: np.array([kmq(None, 1, quality=q, labels=labels, replace=False, seed=s, preset=p).indices[0] for s in range(1000)])
-             for p in ('paper', 'official')}
-    assert abs((picks['official'] == 0).mean() - 0.5) < 0.05          # trunc: 3 vs 3, equally likely
-    assert abs((picks['paper'] == 0).mean() - softmax(q)[0]) < 0.05    # e^0.8 / (1 + e^0.8) = 0.69
+    picks = {
+        p: np.array([kmq(None, 1, quality=q, labels=labels, replace=False, seed=s, preset=p).indices[0] for s in range(1000)])
+        for p in ('paper', 'official')
+    }
+    assert abs((picks['official'] == 0).mean() - 0.5) < 0.05  # trunc: 3 vs 3, equally likely
+    assert abs((picks['paper'] == 0).mean() - softmax(q)[0]) < 0.05  # e^0.8 / (1 + e^0.8) = 0.69
     assert kmq(None, 1, quality=q, labels=labels, truncate_quality=True, seed=0).scores[0] == 3.0
 
 
 def test_huge_scores_do_not_overflow():
-    q = np.linspace(0, 5000, len(LABELS))                              # exp(q) overflows beyond 709
+    q = np.linspace(0, 5000, len(LABELS))  # exp(q) overflows beyond 709
     for replace in (True, False):
         sel = kmq(None, 30, quality=q, labels=LABELS, replace=replace, seed=0)
         assert np.isfinite(sel.scores).all() and len(sel) == 30
     sel = kmq(None, 60, quality=q, labels=LABELS, replace=False, temperature=1e-3, seed=0)
-    for j in range(6):                                                 # T -> 0: the best items of every cluster
+    for j in range(6):  # T -> 0: the best items of every cluster
         members = np.flatnonzero(LABELS == j)
         took = sel.indices[LABELS[sel.indices] == j]
-        np.testing.assert_array_equal(np.sort(took), np.sort(members[np.argsort(-q[members])[:len(took)]]))
+        np.testing.assert_array_equal(np.sort(took), np.sort(members[np.argsort(-q[members])[: len(took)]]))
 
 
 def test_draw_matches_softmax_frequencies():
@@ -145,21 +158,32 @@ def test_kmeans_random_official():
 
 
 def test_bad_inputs():
-    with pytest.raises(InputError, match='clusters: expected an int in 1..500'): kmq(X, 10, quality=Q, clusters=501)
-    with pytest.raises(InputError, match='quality: expected 500 values'): kmq(X, 10, quality=Q[:-1], clusters=5)
-    bad = Q.copy(); bad[[3, 9]] = np.nan
-    with pytest.raises(InputError, match=r'quality: 2 value\(s\) are NaN'): kmq(X, 10, quality=bad, clusters=5)
-    with pytest.raises(InputError, match='budget: 501 is out of range'): kmq(X, 501, quality=Q, clusters=5)
-    with pytest.raises(InputError, match='temperature'): kmq(X, 10, quality=Q, clusters=5, temperature=-1)
-    with pytest.raises(InputError, match='budget_split'): kmq(X, 10, quality=Q, clusters=5, budget_split='sizes')
-    with pytest.raises(InputError, match='labels: expected 500 values'): kmq(X, 10, quality=Q, labels=LABELS)
-    with pytest.raises(InputError, match='X: embeddings are needed'): kmq(None, 10, quality=Q)
-    with pytest.raises(InputError, match='preset'): kmq(X, 10, quality=Q, preset='reference')
-    with pytest.raises(TypeError): kmq(X, 10, Q)                                   # options are keyword-only
+    with pytest.raises(InputError, match='clusters: expected an int in 1..500'):
+        kmq(X, 10, quality=Q, clusters=501)
+    with pytest.raises(InputError, match='quality: expected 500 values'):
+        kmq(X, 10, quality=Q[:-1], clusters=5)
+    bad = Q.copy()
+    bad[[3, 9]] = np.nan
+    with pytest.raises(InputError, match=r'quality: 2 value\(s\) are NaN'):
+        kmq(X, 10, quality=bad, clusters=5)
+    with pytest.raises(InputError, match='budget: 501 is out of range'):
+        kmq(X, 501, quality=Q, clusters=5)
+    with pytest.raises(InputError, match='temperature'):
+        kmq(X, 10, quality=Q, clusters=5, temperature=-1)
+    with pytest.raises(InputError, match='budget_split'):
+        kmq(X, 10, quality=Q, clusters=5, budget_split='sizes')
+    with pytest.raises(InputError, match='labels: expected 500 values'):
+        kmq(X, 10, quality=Q, labels=LABELS)
+    with pytest.raises(InputError, match='X: embeddings are needed'):
+        kmq(None, 10, quality=Q)
+    with pytest.raises(InputError, match='preset'):
+        kmq(X, 10, quality=Q, preset='reference')
+    with pytest.raises(TypeError):
+        kmq(X, 10, Q)  # options are keyword-only
 
 
 def test_official_with_more_clusters_than_budget_selects_nothing():
-    sel = kmq(None, 5, quality=QL, labels=LABELS, preset='official')   # int(5/6) = 0 per cluster, as in the code
+    sel = kmq(None, 5, quality=QL, labels=LABELS, preset='official')  # int(5/6) = 0 per cluster, as in the code
     assert len(sel) == 0 and sel.shortfall == 5
 
 
@@ -179,7 +203,7 @@ def test_memory_mapped_pool_is_not_copied(tmp_path, dtype):
     sel = kmq(mm, 500, quality=q, labels=labels, seed=0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert len(sel) == 500 and peak < 0.75 * mm.nbytes, peak / mm.nbytes   # a float32 copy would be 1x (float32) or 2x (float16)
+    assert len(sel) == 500 and peak < 0.75 * mm.nbytes, peak / mm.nbytes  # a float32 copy would be 1x (float32) or 2x (float16)
 
 
 def test_memory_mapped_pool_clusters(tmp_path):
@@ -192,31 +216,38 @@ def test_memory_mapped_pool_clusters(tmp_path):
 
 def test_eq6_hand_computed():
     w0 = np.full(4, 0.25)
-    w1 = reweight_clusters(w0, [2.0, 1.0, 1.0, 4.0])                   # s / sum(s) = [.25, .125, .125, .5]
+    w1 = reweight_clusters(w0, [2.0, 1.0, 1.0, 4.0])  # s / sum(s) = [.25, .125, .125, .5]
     np.testing.assert_allclose(w1, [0.0625, 0.03125, 0.03125, 0.125])
     np.testing.assert_allclose(reweight_clusters(w1, [1.0, 1.0, 1.0, 1.0]), w1 / 4)
     np.testing.assert_allclose(reweight_clusters(w1, [3.0, 0.0, 1.0, 2.0], rule='softmax'), softmax([3.0, 0.0, 1.0, 2.0]))
-    np.testing.assert_allclose(reweight_clusters(w0, [3.0, np.nan, 1.0, 2.0], rule='softmax'),
-                               np.insert(softmax([3.0, 1.0, 2.0]), 1, 0.0))     # the code: unseen clusters get 0
+    np.testing.assert_allclose(
+        reweight_clusters(w0, [3.0, np.nan, 1.0, 2.0], rule='softmax'), np.insert(softmax([3.0, 1.0, 2.0]), 1, 0.0)
+    )  # the code: unseen clusters get 0
     np.testing.assert_allclose(reweight_clusters(w0, [2.0, np.nan, 1.0, 3.0]), np.array([2, 2, 1, 3]) / 8 / 4)
 
 
 def test_negative_cluster_scores():
     s = np.array([-2.0, 0.5, 1.0, 4.0])
-    np.testing.assert_allclose(positive_scores(s), [0.2, 2.7, 3.2, 6.2])   # s - min + 0.05 * max|s|
+    np.testing.assert_allclose(positive_scores(s), [0.2, 2.7, 3.2, 6.2])  # s - min + 0.05 * max|s|
     np.testing.assert_allclose(positive_scores(s, 'clip'), [0.2, 0.5, 1.0, 4.0])
     np.testing.assert_allclose(positive_scores([1.0, 2.0]), [1.0, 2.0])  # all positive: unchanged (Eq. 6 as written)
     w = reweight_clusters(np.full(4, 0.25), s)
     assert np.all(w > 0) and np.argmax(w) == 3
-    with pytest.raises(InputError, match='positive'): positive_scores(s, 'error')
-    with pytest.raises(InputError, match='negative'): positive_scores(s, 'abs')
+    with pytest.raises(InputError, match='positive'):
+        positive_scores(s, 'error')
+    with pytest.raises(InputError, match='negative'):
+        positive_scores(s, 'abs')
 
 
 def test_iterative_records_and_eq6():
     labels = COMP
-    hard = np.arange(labels.max() + 1, dtype=float)                    # cluster j scores j + 1
+    hard = np.arange(labels.max() + 1, dtype=float)  # cluster j scores j + 1
     seen = []
-    def feedback(selected): seen.append(selected.copy()); return hard[labels[selected]] + 1
+
+    def feedback(selected):
+        seen.append(selected.copy())
+        return hard[labels[selected]] + 1
+
     sel = iterative_kmq(X, 120, feedback=feedback, iterations=4, quality=Q, labels=labels, seed=0)
     rec = sel.info['iterations']
     assert [len(r['picked']) for r in rec] == [30, 30, 30, 30] and len(sel) == 120 == len(set(sel.indices.tolist()))
@@ -227,12 +258,12 @@ def test_iterative_records_and_eq6():
         s = prev['cluster_scores']
         s = np.where(np.isnan(s), np.nanmean(s), s)
         np.testing.assert_allclose(nxt['weights'], s / s.sum() * prev['weights'])
-    assert rec[-1]['feedback'] is None                                   # no training after the last draw
+    assert rec[-1]['feedback'] is None  # no training after the last draw
     sizes = np.bincount(labels)
-    np.testing.assert_array_equal(rec[0]['cluster_budgets'], split_budget(30, sizes=sizes))   # iteration 1 = kMQ
+    np.testing.assert_array_equal(rec[0]['cluster_budgets'], split_budget(30, sizes=sizes))  # iteration 1 = kMQ
     late = np.bincount(labels[rec[-1]['picked']], minlength=len(sizes)) / sizes
     first = np.bincount(labels[rec[0]['picked']], minlength=len(sizes)) / sizes
-    assert late[-1] > first[-1] and late[0] < first[0]                  # the hardest cluster gains weight
+    assert late[-1] > first[-1] and late[0] < first[0]  # the hardest cluster gains weight
 
 
 def test_iterative_without_feedback_keeps_equal_weights():
@@ -246,7 +277,8 @@ def test_iterative_softmax_and_official():
     feedback = lambda sel: (labels[sel] == 5).astype(float) * 3
     soft = iterative_kmq(None, 60, feedback=feedback, labels=labels, reweight='softmax', seed=0)
     s = soft.info['iterations'][0]['cluster_scores']
-    expected = np.zeros(6); expected[~np.isnan(s)] = softmax(s[~np.isnan(s)])
+    expected = np.zeros(6)
+    expected[~np.isnan(s)] = softmax(s[~np.isnan(s)])
     np.testing.assert_allclose(soft.info['iterations'][1]['weights'], expected)
     ref = iterative_kmq(None, 60, feedback=feedback, labels=labels, preset='official', seed=0)
     rec = ref.info['iterations']
@@ -256,7 +288,7 @@ def test_iterative_softmax_and_official():
     assert all(int(r['cluster_budgets'].sum()) <= 60 // 6 // 3 for r in rec[1:])
     assert ref.scores is None and ref.shortfall == 60 - len(ref) > 0 and 'issue #8' in ref.shortfall_reason
     mixed = iterative_kmq(None, 60, feedback=feedback, labels=labels, schedule='even', preset='official', seed=0)
-    assert len(mixed) == 60 and mixed.params['reweight'] == 'softmax'      # explicit schedule beats the preset
+    assert len(mixed) == 60 and mixed.params['reweight'] == 'softmax'  # explicit schedule beats the preset
 
 
 def test_iterative_cluster_emptied_during_sampling():
@@ -264,18 +296,23 @@ def test_iterative_cluster_emptied_during_sampling():
     favour = lambda sel: np.where(labels[sel] == 0, 50.0, 1.0)
     sel = iterative_kmq(None, 45, feedback=favour, labels=labels, seed=1)
     assert [len(r['picked']) for r in sel.info['iterations']] == [15, 15, 15]
-    assert (labels[sel.indices] == 0).sum() == 8                          # cluster 0 ran dry; the others took its share
+    assert (labels[sel.indices] == 0).sum() == 8  # cluster 0 ran dry; the others took its share
     whole = iterative_kmq(None, 108, feedback=favour, iterations=2, labels=labels, seed=1)
     assert len(whole) == 108 and whole.shortfall == 0
 
 
 def test_iterative_bad_inputs():
     ok = lambda sel: np.ones(len(sel))
-    with pytest.raises(InputError, match='iterations'): iterative_kmq(X, 10, feedback=ok, iterations=0, clusters=3)
-    with pytest.raises(InputError, match='iterations'): iterative_kmq(X, 10, feedback=ok, iterations=11, clusters=3)
-    with pytest.raises(InputError, match='feedback: expected a callable'): iterative_kmq(X, 10, feedback='model', clusters=3)
-    with pytest.raises(InputError, match='reweight'): iterative_kmq(X, 10, feedback=ok, clusters=3, reweight='add')
-    with pytest.raises(InputError, match='schedule'): iterative_kmq(X, 10, feedback=ok, clusters=3, schedule='fast')
+    with pytest.raises(InputError, match='iterations'):
+        iterative_kmq(X, 10, feedback=ok, iterations=0, clusters=3)
+    with pytest.raises(InputError, match='iterations'):
+        iterative_kmq(X, 10, feedback=ok, iterations=11, clusters=3)
+    with pytest.raises(InputError, match='feedback: expected a callable'):
+        iterative_kmq(X, 10, feedback='model', clusters=3)
+    with pytest.raises(InputError, match='reweight'):
+        iterative_kmq(X, 10, feedback=ok, clusters=3, reweight='add')
+    with pytest.raises(InputError, match='schedule'):
+        iterative_kmq(X, 10, feedback=ok, clusters=3, schedule='fast')
     with pytest.raises(InputError, match=r'feedback\(selected\): expected 4 values'):
         iterative_kmq(X, 10, feedback=lambda sel: np.ones(2), clusters=3)
     with pytest.raises(InputError, match='NaN'):
@@ -287,9 +324,12 @@ def test_choose_k_finds_the_blobs():
     assert isinstance(df, pd.DataFrame) and list(df.columns) == ['k', 'silhouette', 'inertia']
     assert df.attrs['best_k'] == 5
     assert df['silhouette'].between(-1, 1).all()
-    with pytest.raises(InputError, match='2 <= k < n'): choose_k(X, [1, 5])
-    with pytest.raises(InputError, match='2 <= k < n'): choose_k(X, [500])
-    with pytest.raises(InputError, match='sample'): choose_k(X, [3], sample=1)
+    with pytest.raises(InputError, match='2 <= k < n'):
+        choose_k(X, [1, 5])
+    with pytest.raises(InputError, match='2 <= k < n'):
+        choose_k(X, [500])
+    with pytest.raises(InputError, match='sample'):
+        choose_k(X, [3], sample=1)
 
 
 def test_small_helpers():

@@ -1,5 +1,6 @@
 """NovelSelect: the official orders (preset='official', seed 42), the incremental algorithm against the literal official
 step, presets, quality weighting, float16 storage, memory-mapped input, the memory model, the torch path and bad inputs."""
+
 import numpy as np
 import pytest
 
@@ -28,8 +29,8 @@ def clustered(seed, n=400, d=16, centers=8):
 
 # ---------------------------------------------------------------- golden fidelity
 
-@pytest.mark.parametrize('run, params', [('default', {}), ('density0', {'density_power': 0.0}),
-                                         ('distance0', {'distance_power': 0.0})])
+
+@pytest.mark.parametrize('run, params', [('default', {}), ('density0', {'density_power': 0.0}), ('distance0', {'distance_power': 0.0})])
 def test_official_orders(pool, golden, canonical, run, params):
     gold = np.load(golden / f'novelselect_{run}_order.npy')
     sel = novelselect(pool, 200, preset='official', seed=42, **params)
@@ -44,6 +45,7 @@ def test_official_step_reproduces_official_order(pool, golden, canonical):
 
 
 # ---------------------------------------------------------------- incremental == official step
+
 
 @pytest.mark.parametrize('alpha, beta', [(1.0, 0.5), (0.0, 0.5), (2.0, 0.5), (0.5, 0.25), (1.0, 0.0), (3.0, 0.5)])
 def test_incremental_equals_official_step(alpha, beta):
@@ -92,6 +94,7 @@ def test_cuda_path_matches_numpy():
 
 # ---------------------------------------------------------------- quality
 
+
 def test_quality_pulls_picks_towards_high_quality():
     X, comp = clustered(9, n=600)
     quality = np.where(comp == 2, 3.0, 1.0)
@@ -102,12 +105,14 @@ def test_quality_pulls_picks_towards_high_quality():
     # a constant quality changes nothing
     np.testing.assert_array_equal(novelselect(X, 60, quality=np.full(600, 0.7)).indices, plain.indices)
     # zero quality is picked only once every positive-quality row is taken
-    zero = np.zeros(600); zero[:30] = 1
+    zero = np.zeros(600)
+    zero[:30] = 1
     picks = novelselect(X, 40, quality=zero, first=0).indices
     assert set(picks[:30].tolist()) == set(range(30))
 
 
 # ---------------------------------------------------------------- the Selection and the contract
+
 
 def test_selection_record():
     X, _ = clustered(10, n=200)
@@ -149,14 +154,16 @@ def test_float16_storage_and_memory_mapped_input(tmp_path):
     base = novelselect(X, 60, preset='official')
     for kw in ({'values_dtype': 'float16'}, {'rows_dtype': 'float16'}):
         half = novelselect(X, 60, preset='official', **kw)
-        assert len(set(half.indices.tolist()) & set(base.indices.tolist())) >= 50, kw   # near-ties may swap, most picks stay
+        assert len(set(half.indices.tolist()) & set(base.indices.tolist())) >= 50, kw  # near-ties may swap, most picks stay
     path = tmp_path / 'X16.npy'
     np.save(path, X.astype(np.float16))
     mm = np.load(path, mmap_mode='r')
     sigma = knn_density(np.asarray(mm, dtype=np.float32), None, 10, power=0.5)
     from_file = novelselect(mm, 60, density=sigma, preset='official')
-    np.testing.assert_array_equal(from_file.indices, novelselect(np.asarray(mm, dtype=np.float32), 60, density=sigma, preset='official').indices)
-    assert isinstance(mm, np.memmap) and not mm.flags.writeable   # read in place, never copied as a whole by validation
+    np.testing.assert_array_equal(
+        from_file.indices, novelselect(np.asarray(mm, dtype=np.float32), 60, density=sigma, preset='official').indices
+    )
+    assert isinstance(mm, np.memmap) and not mm.flags.writeable  # read in place, never copied as a whole by validation
 
 
 def test_memory_model_refuses_before_any_work(monkeypatch):
@@ -166,8 +173,9 @@ def test_memory_model_refuses_before_any_work(monkeypatch):
     X, _ = clustered(13, n=400)
     sigma = knn_density(X, None, 10, power=0.5)
     import datasel.selectors.novelselect as ns
+
     called = []
-    monkeypatch.setattr(ns, '_unit_rows', lambda *a, **k: called.append(1))   # the first copy of X
+    monkeypatch.setattr(ns, '_unit_rows', lambda *a, **k: called.append(1))  # the first copy of X
     fits = lambda **kw: memory_needed(400, 16, **{'budget': 399, 'index': 'given', **kw})['total'] + 1
     with pytest.raises(InputError, match="memory: NovelSelect on 400 x 16.*values_dtype='float16'"):
         novelselect(X, 399, density=sigma, memory_limit=fits(values_dtype='float16'))
@@ -187,25 +195,47 @@ def test_progress_callback():
 
 
 def test_bad_inputs(pool):
-    with pytest.raises(InputError, match='needs more than 10 rows'): novelselect(pool[:10], 3)
-    with pytest.raises(InputError, match='needs more than 4 rows'): novelselect(pool[:4], 2, neighbors=4)
-    with pytest.raises(InputError, match='out of range 1..3000'): novelselect(pool, 3001)
-    with pytest.raises(InputError, match='budget'): novelselect(pool, 0)
-    bad = pool.copy(); bad[11] = np.nan
-    with pytest.raises(InputError, match='NaN'): novelselect(bad, 5)
-    with pytest.raises(InputError, match='quality: expected 3000 values'): novelselect(pool, 5, quality=np.ones(2999))
-    with pytest.raises(InputError, match='quality: expected values >= 0'): novelselect(pool, 5, quality=np.r_[-1.0, np.ones(2999)])
-    with pytest.raises(InputError, match='quality: 1 value'): novelselect(pool, 5, quality=np.r_[np.nan, np.ones(2999)])
-    with pytest.raises(InputError, match='density_power'): novelselect(pool, 5, density_power=np.nan)
-    with pytest.raises(InputError, match='distance_power'): novelselect(pool, 5, distance_power=-1)
-    with pytest.raises(InputError, match='neighbors'): novelselect(pool, 5, neighbors=0)
-    with pytest.raises(InputError, match='first'): novelselect(pool, 5, first=-1)
-    with pytest.raises(InputError, match='seed'): novelselect(pool, 5, seed=-3)
-    with pytest.raises(InputError, match='pair_density'): novelselect(pool, 5, pair_density='product')
-    with pytest.raises(InputError, match='algorithm'): novelselect(pool, 5, algorithm='reference')
-    with pytest.raises(InputError, match='values_dtype'): novelselect(pool, 5, values_dtype='bfloat16')
-    with pytest.raises(InputError, match='lookahead'): novelselect(pool, 5, lookahead=0)
-    with pytest.raises(InputError, match='preset'): novelselect(pool, 5, preset='reference')
-    with pytest.raises(InputError, match='device'): novelselect(pool, 5, device='quantum')
-    with pytest.raises(InputError, match='density_pool needs more than 10 rows'): novelselect(pool, 5, density_pool=pool[:10])
-    with pytest.raises(TypeError): novelselect(pool, 5, 10)   # options are keyword-only
+    with pytest.raises(InputError, match='needs more than 10 rows'):
+        novelselect(pool[:10], 3)
+    with pytest.raises(InputError, match='needs more than 4 rows'):
+        novelselect(pool[:4], 2, neighbors=4)
+    with pytest.raises(InputError, match='out of range 1..3000'):
+        novelselect(pool, 3001)
+    with pytest.raises(InputError, match='budget'):
+        novelselect(pool, 0)
+    bad = pool.copy()
+    bad[11] = np.nan
+    with pytest.raises(InputError, match='NaN'):
+        novelselect(bad, 5)
+    with pytest.raises(InputError, match='quality: expected 3000 values'):
+        novelselect(pool, 5, quality=np.ones(2999))
+    with pytest.raises(InputError, match='quality: expected values >= 0'):
+        novelselect(pool, 5, quality=np.r_[-1.0, np.ones(2999)])
+    with pytest.raises(InputError, match='quality: 1 value'):
+        novelselect(pool, 5, quality=np.r_[np.nan, np.ones(2999)])
+    with pytest.raises(InputError, match='density_power'):
+        novelselect(pool, 5, density_power=np.nan)
+    with pytest.raises(InputError, match='distance_power'):
+        novelselect(pool, 5, distance_power=-1)
+    with pytest.raises(InputError, match='neighbors'):
+        novelselect(pool, 5, neighbors=0)
+    with pytest.raises(InputError, match='first'):
+        novelselect(pool, 5, first=-1)
+    with pytest.raises(InputError, match='seed'):
+        novelselect(pool, 5, seed=-3)
+    with pytest.raises(InputError, match='pair_density'):
+        novelselect(pool, 5, pair_density='product')
+    with pytest.raises(InputError, match='algorithm'):
+        novelselect(pool, 5, algorithm='reference')
+    with pytest.raises(InputError, match='values_dtype'):
+        novelselect(pool, 5, values_dtype='bfloat16')
+    with pytest.raises(InputError, match='lookahead'):
+        novelselect(pool, 5, lookahead=0)
+    with pytest.raises(InputError, match='preset'):
+        novelselect(pool, 5, preset='reference')
+    with pytest.raises(InputError, match='device'):
+        novelselect(pool, 5, device='quantum')
+    with pytest.raises(InputError, match='density_pool needs more than 10 rows'):
+        novelselect(pool, 5, density_pool=pool[:10])
+    with pytest.raises(TypeError):
+        novelselect(pool, 5, 10)  # options are keyword-only

@@ -1,5 +1,6 @@
 """PreSel: fidelity to the official code's outputs (tests/golden) through preset='official', the paper allocation, the
 cases the official code mishandles, the contract (budget, presets, registry, memory-mapped input), and bad inputs."""
+
 import json
 import tracemalloc
 import numpy as np
@@ -8,22 +9,31 @@ import pytest
 import datasel
 from datasel.core import InputError, Selection
 from datasel.registry import REGISTRY
-from datasel.selectors.presel import (instruction_relevance, neighbor_centrality, presel, presel_cluster_split,
-                                      presel_task_split, task_weights)
+from datasel.selectors.presel import (
+    instruction_relevance,
+    neighbor_centrality,
+    presel,
+    presel_cluster_split,
+    presel_task_split,
+    task_weights,
+)
 
 
 @pytest.fixture(scope='module')
 def gold(golden):
     "The official PreSel inputs and outputs (round 3, N = 300)."
     irs = json.loads((golden / 'presel_task_irs.json').read_text())
-    return {'pool': np.load(golden / 'pool.npy'),
-            'tasks': np.load(golden / 'presel_task_labels.npy'),
-            'labels': np.load(golden / 'presel_kmeans_labels.npy'),
-            'reference': np.load(golden / 'presel_reference_set.npy'),
-            'nc': np.load(golden / 'presel_nc.npy'),
-            'irs': irs['task_mean_irs'], 'tau': irs['tau'],
-            'selected': json.loads((golden / 'presel_selected.json').read_text()),
-            'budgets': json.loads((golden / 'presel_task_budgets.json').read_text())}
+    return {
+        'pool': np.load(golden / 'pool.npy'),
+        'tasks': np.load(golden / 'presel_task_labels.npy'),
+        'labels': np.load(golden / 'presel_kmeans_labels.npy'),
+        'reference': np.load(golden / 'presel_reference_set.npy'),
+        'nc': np.load(golden / 'presel_nc.npy'),
+        'irs': irs['task_mean_irs'],
+        'tau': irs['tau'],
+        'selected': json.loads((golden / 'presel_selected.json').read_text()),
+        'budgets': json.loads((golden / 'presel_task_budgets.json').read_text()),
+    }
 
 
 def canonical_rows(X):
@@ -33,8 +43,15 @@ def canonical_rows(X):
 
 
 def run_gold(gold, **kw):
-    return presel(gold['pool'], 300, tasks=gold['tasks'], task_weights=task_weights(gold['irs']),
-                  reference_set=gold['reference'], labels=gold['labels'], **kw)
+    return presel(
+        gold['pool'],
+        300,
+        tasks=gold['tasks'],
+        task_weights=task_weights(gold['irs']),
+        reference_set=gold['reference'],
+        labels=gold['labels'],
+        **kw,
+    )
 
 
 def picks_of_task(sel, t):
@@ -42,6 +59,7 @@ def picks_of_task(sel, t):
 
 
 # ---------------------------------------------------------------- fidelity
+
 
 def test_task_weights_match_official(gold):
     w = task_weights(gold['irs'])
@@ -115,6 +133,7 @@ def test_paper_preset_on_golden_inputs(gold):
 
 # ---------------------------------------------------------------- the contract
 
+
 def blobs(n_per=40, n_blobs=6, d=8, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_blobs, d)) * 4
@@ -145,7 +164,7 @@ def test_registered_with_inputs():
 
 
 def test_fraction_budget_and_determinism():
-    X, comp = blobs(n_per=110, n_blobs=4)                            # one task of 440 -> 4 clusters
+    X, comp = blobs(n_per=110, n_blobs=4)  # one task of 440 -> 4 clusters
     tasks = np.zeros(len(X), int)
     a = presel(X, 40, tasks=tasks, task_weights=[1.0], seed=3)
     assert len(a.info['cluster_budgets'][0]) == 4 and a.params['clusters'] == [4]
@@ -161,25 +180,28 @@ def test_memory_mapped_float16_is_not_loaded_whole(tmp_path):
     rng = np.random.default_rng(0)
     n, d = 8_000, 256
     X = np.lib.format.open_memmap(tmp_path / 'X.npy', mode='w+', dtype=np.float16, shape=(n, d))
-    X[:] = rng.normal(size=(n, d)).astype(np.float16); X.flush(); del X
+    X[:] = rng.normal(size=(n, d)).astype(np.float16)
+    X.flush()
+    del X
     mm = np.load(tmp_path / 'X.npy', mmap_mode='r')
     tasks = np.repeat(np.arange(8), n // 8)
-    kw = dict(tasks=tasks, task_weights=np.full(8, 1 / 8), labels=np.arange(n) // 100)   # given clusters: no k-means memory
+    kw = dict(tasks=tasks, task_weights=np.full(8, 1 / 8), labels=np.arange(n) // 100)  # given clusters: no k-means memory
     tracemalloc.start()
     sel = presel(mm, 80, **kw)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert len(sel) == 80
-    assert peak < 1.0 * mm.nbytes, peak / mm.nbytes     # one task in float32 is 1/8 x 2 = 0.25 X; float32 X would be 2 X
+    assert peak < 1.0 * mm.nbytes, peak / mm.nbytes  # one task in float32 is 1/8 x 2 = 0.25 X; float32 X would be 2 X
     assert np.array_equal(sel.indices, presel(np.asarray(mm), 80, **kw).indices)
 
 
 # ---------------------------------------------------------------- cases the official code mishandles
 
+
 def test_one_member_clusters_are_defined():
     X, comp = blobs()
     labels = comp.copy()
-    labels[[0, 50, 100]] = [10, 11, 12]      # three singleton clusters
+    labels[[0, 50, 100]] = [10, 11, 12]  # three singleton clusters
     tasks = np.zeros(len(X), int)
     for preset in ('paper', 'official'):
         sel = presel(X, 60, tasks=tasks, task_weights=[1.0], labels=labels, preset=preset)
@@ -200,23 +222,23 @@ def test_task_budget_larger_than_task():
     ref = np.array([0, 1, 100, 101])
     kw = dict(tasks=tasks, task_weights={'rare': 0.9, 'common': 0.1}, reference_set=ref, clusters=2, seed=0)
     paper = presel(X, 50, **kw)
-    assert paper.info['task_budgets'].tolist() == [32, 18]          # rare capped at its 18 available, rest to common
+    assert paper.info['task_budgets'].tolist() == [32, 18]  # rare capped at its 18 available, rest to common
     assert len(paper.info['top_up']) == 0 and len(paper) == 50
     official = presel(X, 50, preset='official', **kw)
-    assert official.info['task_budgets'].tolist() == [5, 45]        # floor(0.1*50)=5, remainder to the top task
+    assert official.info['task_budgets'].tolist() == [5, 45]  # floor(0.1*50)=5, remainder to the top task
     top = official.info['top_up']
     assert len(top) == 27 and len(official) == 50 and official.shortfall == 0
     assert not np.isin(top, ref).any()
     assert official.indices[-27:].tolist() == top.tolist()
     assert len(np.unique(official.indices)) == 50
-    assert (tasks[top] == 'common').all()                            # rare is exhausted, so the top-up comes from common
+    assert (tasks[top] == 'common').all()  # rare is exhausted, so the top-up comes from common
     assert np.array_equal(presel(X, 50, preset='official', **kw).indices, official.indices)
     other = presel(X, 50, preset='official', **dict(kw, seed=1))
     assert not np.array_equal(np.sort(other.info['top_up']), np.sort(top))
     central = presel(X, 50, preset='official', top_up='central', **kw)
     nc = central.info['centrality']
     rest = np.setdiff1d(np.flatnonzero(np.isfinite(nc)), central.indices)
-    assert nc[central.info['top_up']].min() >= nc[rest].max()      # the most central of what was left
+    assert nc[central.info['top_up']].min() >= nc[rest].max()  # the most central of what was left
     none = presel(X, 50, preset='official', top_up='none', **kw)
     assert len(none) == 23 and none.shortfall == 27 and 'top_up' in none.shortfall_reason
 
@@ -225,7 +247,7 @@ def test_deficit_larger_than_number_of_clusters():
     # official rule: clusters capped at 3 + 3, one +1 pass cannot place a deficit of 4 with two clusters
     assert presel_cluster_split([3, 3], [3, 3], 10, 'round_repair').tolist() == [3, 3]
     X, comp = blobs(n_per=30, n_blobs=4)
-    tasks = np.where(comp < 1, 'small', 'big')                      # small: 30 items, 2 clusters
+    tasks = np.where(comp < 1, 'small', 'big')  # small: 30 items, 2 clusters
     labels = np.where(comp < 1, np.arange(len(X)) % 2, comp)
     kw = dict(tasks=tasks, task_weights={'small': 0.8, 'big': 0.2}, labels=labels, seed=0)
     official = presel(X, 40, preset='official', **kw)
@@ -271,27 +293,31 @@ def test_mapping_weights_and_string_tasks():
 
 # ---------------------------------------------------------------- bad inputs
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(task_weights={0: 0.5, 1: 0.3, 2: 0.2}), 'task_weights: task'),
-    (dict(task_weights={0: 1.0}), 'task_weights: no weight'),
-    (dict(budget=231, reference_set=np.arange(10)), 'only 230 lie outside'),
-    (dict(budget=0), 'budget'),
-    (dict(budget=1.5), 'budget'),
-    (dict(task_weights=[0.2, 0.3, 0.5]), 'task_weights: expected 2 values'),
-    (dict(task_weights=[np.nan, 1.0]), 'task_weights.*NaN'),
-    (dict(task_weights=[-0.5, 1.5]), 'task_weights: expected non-negative'),
-    (dict(reference_set=[0, 240]), 'reference_set: indices'),
-    (dict(reference_set=[1, 1]), 'repeated'),
-    (dict(reference_set=np.ones(240, bool)), 'whole pool'),
-    (dict(neighbors=0), 'neighbors'),
-    (dict(restarts=0), 'restarts'),
-    (dict(labels=np.zeros(5, int)), 'labels: expected 240'),
-    (dict(clusters=[1, 0]), 'clusters'),
-    (dict(task_split='equal'), 'task_split'),
-    (dict(top_up='best'), 'top_up'),
-    (dict(preset='reference'), 'preset'),
-    (dict(seed=-1), 'seed'),
-])
+
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        (dict(task_weights={0: 0.5, 1: 0.3, 2: 0.2}), 'task_weights: task'),
+        (dict(task_weights={0: 1.0}), 'task_weights: no weight'),
+        (dict(budget=231, reference_set=np.arange(10)), 'only 230 lie outside'),
+        (dict(budget=0), 'budget'),
+        (dict(budget=1.5), 'budget'),
+        (dict(task_weights=[0.2, 0.3, 0.5]), 'task_weights: expected 2 values'),
+        (dict(task_weights=[np.nan, 1.0]), 'task_weights.*NaN'),
+        (dict(task_weights=[-0.5, 1.5]), 'task_weights: expected non-negative'),
+        (dict(reference_set=[0, 240]), 'reference_set: indices'),
+        (dict(reference_set=[1, 1]), 'repeated'),
+        (dict(reference_set=np.ones(240, bool)), 'whole pool'),
+        (dict(neighbors=0), 'neighbors'),
+        (dict(restarts=0), 'restarts'),
+        (dict(labels=np.zeros(5, int)), 'labels: expected 240'),
+        (dict(clusters=[1, 0]), 'clusters'),
+        (dict(task_split='equal'), 'task_split'),
+        (dict(top_up='best'), 'top_up'),
+        (dict(preset='reference'), 'preset'),
+        (dict(seed=-1), 'seed'),
+    ],
+)
 def test_bad_inputs(kwargs, match):
     X, comp = blobs()
     args = dict(budget=10, tasks=comp % 2, task_weights=[0.5, 0.5])
@@ -303,7 +329,8 @@ def test_bad_inputs(kwargs, match):
 def test_bad_arrays():
     X, comp = blobs()
     tasks = comp % 2
-    Xbad = X.copy(); Xbad[3, 2] = np.nan
+    Xbad = X.copy()
+    Xbad[3, 2] = np.nan
     with pytest.raises(InputError, match='X.*NaN'):
         presel(Xbad, 10, tasks=tasks, task_weights=[0.5, 0.5])
     with pytest.raises(InputError, match='tasks: expected 240'):
@@ -319,6 +346,7 @@ def test_bad_arrays():
 
 
 # ---------------------------------------------------------------- IRS and centrality
+
 
 def test_instruction_relevance():
     np.testing.assert_allclose(instruction_relevance([1.0, 3.0], [2.0, 2.0]), [0.5, 1.5])
@@ -339,5 +367,5 @@ def test_neighbor_centrality_matches_brute_force():
     S = Xn.astype(np.float64) @ Xn.T.astype(np.float64)
     np.fill_diagonal(S, -np.inf)
     for k in (1, 5, 29, 100):
-        expected = np.sort(S, axis=1)[:, ::-1][:, :min(k, 29)].mean(1)
+        expected = np.sort(S, axis=1)[:, ::-1][:, : min(k, 29)].mean(1)
         np.testing.assert_allclose(neighbor_centrality(X, k), expected, atol=1e-6)

@@ -1,4 +1,5 @@
 """README.md is generated from nbs/index.ipynb, and its examples run: every Python block, and the CLI quick start."""
+
 import os, re, shlex, subprocess, sys
 import pytest
 from pathlib import Path
@@ -14,8 +15,9 @@ def python_blocks(text: str) -> list[str]:
 
 
 def test_readme_is_generated_from_index():
-    assert README.read_text(encoding='utf-8') == readme_text(ROOT / 'nbs' / 'index.ipynb'), \
+    assert README.read_text(encoding='utf-8') == readme_text(ROOT / 'nbs' / 'index.ipynb'), (
         'README.md differs from nbs/index.ipynb: edit the notebook, then run `python -m datasel.docs --readme`'
+    )
 
 
 def test_python_blocks_found():
@@ -49,9 +51,12 @@ def test_readme_cli_quick_start_runs(tmp_path):
     "Every command of the CLI quick start runs, in order, on 40 Alpaca records and a quality score per record."
     import json
     import numpy as np
+
     with open(tmp_path / 'data.jsonl', 'w') as f:
         for i in range(40):
-            f.write(json.dumps({'instruction': f'Write a sentence about topic {i}.', 'output': f'Topic {i} matters for reason {i % 7}.'}) + '\n')
+            f.write(
+                json.dumps({'instruction': f'Write a sentence about topic {i}.', 'output': f'Topic {i} matters for reason {i % 7}.'}) + '\n'
+            )
     np.save(tmp_path / 'q.npy', np.random.default_rng(0).random(40))
     exe = Path(sys.executable).with_name('datasel')
     env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', MPLBACKEND='Agg')

@@ -1,7 +1,7 @@
 """The reproduction front end: where each scale writes, overall progress, the report's banner and columns, and the
 same numbers from the same seed."""
-import json, sys
-from pathlib import Path
+
+import json
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
@@ -60,7 +60,10 @@ def test_a_ci_run_leaves_figures_alone_and_says_it_decides_nothing(project, caps
     assert '| arm beats base | 0.97 |' in report and '| 5 | duplicates: detected' in report and '**reproduced**' in report
     assert report.index('The alpha paper') < report.index('The beta paper')
     # asked explicitly, a run writes figures/, and the same seed gives the same numbers
-    assert main(['--scale', 'ci', '--kernel', kernel_name(), '--timeout', '300', '--model', 'my-model', '--only', 'alpha', '--out', 'figures']) == 0
+    assert (
+        main(['--scale', 'ci', '--kernel', kernel_name(), '--timeout', '300', '--model', 'my-model', '--only', 'alpha', '--out', 'figures'])
+        == 0
+    )
     again = json.loads((project / 'figures' / 'alpha' / 'results.json').read_text())
     assert again['claims'] == res['claims'] and again['controls'] == res['controls']
     assert 'The alpha paper' in (project / 'figures' / 'README.md').read_text()
@@ -75,7 +78,8 @@ def test_a_failed_notebook_fails_the_run(project, capsys):
 
 
 def test_report_lists_results_in_an_older_format(tmp_path):
-    (tmp_path / 'nbs').mkdir(); (tmp_path / 'pyproject.toml').write_text('')
+    (tmp_path / 'nbs').mkdir()
+    (tmp_path / 'pyproject.toml').write_text('')
     (tmp_path / 'figures' / 'old').mkdir(parents=True)
     (tmp_path / 'figures' / 'old' / 'results.json').write_text(json.dumps({'claims': [{'claim': 'x', 'reproduced': True}]}))
     text = write_report(tmp_path).read_text()

@@ -1,12 +1,26 @@
 """datasel.models.score: response-token masking, padding invariance, caching, IFD / IRS, generation and the generation gap."""
+
 import numpy as np
 import pytest
 import torch
 
 from datasel.core import InputError
 from datasel.models import embed
-from datasel.models.score import (IGNORE_INDEX, batch_response_loss, encode_record, first_exchange, generate, generation_gap, ifd,
-                                  irs_losses, perplexity, question_free_record, response_loss, score_records, tiny_causal_lm)
+from datasel.models.score import (
+    IGNORE_INDEX,
+    batch_response_loss,
+    encode_record,
+    first_exchange,
+    generate,
+    generation_gap,
+    ifd,
+    irs_losses,
+    perplexity,
+    question_free_record,
+    response_loss,
+    score_records,
+    tiny_causal_lm,
+)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -26,7 +40,9 @@ def tiny():
 
 def qa(question, answer, system=None):
     messages = ([{'role': 'system', 'content': system}] if system else []) + [
-        {'role': 'user', 'content': question}, {'role': 'assistant', 'content': answer}]
+        {'role': 'user', 'content': question},
+        {'role': 'assistant', 'content': answer},
+    ]
     return {'id': question[:20], 'messages': messages, 'image': None, 'meta': {}, 'format': 'openai'}
 
 
@@ -52,9 +68,15 @@ def labelled_tokens(enc, tokenizer):
 
 def test_labels_are_exactly_the_assistant_tokens(tiny):
     _, tok = tiny
-    rec = {'messages': [{'role': 'system', 'content': 'be brief'}, {'role': 'user', 'content': 'first question'},
-                        {'role': 'assistant', 'content': 'alpha beta'}, {'role': 'user', 'content': 'second'},
-                        {'role': 'assistant', 'content': 'gamma'}]}
+    rec = {
+        'messages': [
+            {'role': 'system', 'content': 'be brief'},
+            {'role': 'user', 'content': 'first question'},
+            {'role': 'assistant', 'content': 'alpha beta'},
+            {'role': 'user', 'content': 'second'},
+            {'role': 'assistant', 'content': 'gamma'},
+        ]
+    }
     enc = encode_record(rec, tok)
     tokens = tok.convert_ids_to_tokens(enc['input_ids'].tolist())
     # the template: <|im_start|> role ... <|im_end|> per message; the answers follow each `<|im_start|> assistant`
@@ -150,8 +172,10 @@ def test_generation_gap_follows_eq7(tiny):
     np.testing.assert_allclose(gap, -np.log(np.exp(gen_loss) / np.exp(gold_loss)), atol=1e-6)
     np.testing.assert_allclose(generation_gap(POOL[:4], model, tok, max_new_tokens=6, progress=False), gap, atol=1e-9)
     length = lambda recs: [float(len(r['messages'][-1]['content'])) for r in recs]
-    np.testing.assert_allclose(generation_gap(POOL[:2], model, tok, scorer=length, generations=['x', 'y' * 30]),
-                               [len(POOL[0]['messages'][1]['content']) - 1, len(POOL[1]['messages'][1]['content']) - 30])
+    np.testing.assert_allclose(
+        generation_gap(POOL[:2], model, tok, scorer=length, generations=['x', 'y' * 30]),
+        [len(POOL[0]['messages'][1]['content']) - 1, len(POOL[1]['messages'][1]['content']) - 30],
+    )
 
 
 def test_errors_name_the_argument(tiny):
@@ -169,6 +193,7 @@ def test_errors_name_the_argument(tiny):
 @pytest.fixture(scope='module')
 def smollm():
     from datasel.models.assets import load_causal_lm
+
     return load_causal_lm(device='cpu')
 
 
@@ -186,8 +211,12 @@ def test_ifd_of_a_copied_response_is_lower_than_an_unrelated_one(smollm):
     model, tok = smollm
     sentence = 'The old lighthouse keeper painted seven blue boats before the winter storm arrived.'
     question = f'Repeat this sentence exactly: {sentence}'
-    copy_ifd, unrelated_ifd = ifd([qa(question, sentence), qa(question, 'Photosynthesis turns light, water and carbon dioxide into sugar.')],
-                                  model, tok, progress=False)
+    copy_ifd, unrelated_ifd = ifd(
+        [qa(question, sentence), qa(question, 'Photosynthesis turns light, water and carbon dioxide into sugar.')],
+        model,
+        tok,
+        progress=False,
+    )
     assert copy_ifd < 0.5 * unrelated_ifd
     assert copy_ifd < 0.5 < unrelated_ifd
 
@@ -195,14 +224,15 @@ def test_ifd_of_a_copied_response_is_lower_than_an_unrelated_one(smollm):
 def test_scores_are_cached_by_default_and_not_with_cache_false(tiny, default_cache):
     model, tok = tiny
     first = response_loss(POOL[:4], model, tok, progress=False)
-    folder, = (default_cache / 'scores').glob('loss-*')
+    (folder,) = (default_cache / 'scores').glob('loss-*')
     counter = CountForwards(model)
     try:
         assert np.array_equal(response_loss(POOL[:4], model, tok, progress=False), first)
         assert counter.calls == 0
         response_loss(POOL[:4], model, tok, progress=False, cache=False)
         assert counter.calls == 1
-    finally: counter.remove()
+    finally:
+        counter.remove()
     assert len(list(folder.glob('shard-*.npz'))) == 1
 
 
@@ -212,16 +242,23 @@ def test_vocabulary_head_runs_only_on_response_positions(tiny):
     encoded = [encode_record(r, tok) for r in POOL[:3]]
     rows = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
-    try: batch_response_loss(model, encoded, tok.pad_token_id)
-    finally: hook.remove()
+    try:
+        batch_response_loss(model, encoded, tok.pad_token_id)
+    finally:
+        hook.remove()
     assert rows == [sum(int((e['labels'][1:] != IGNORE_INDEX).sum()) for e in encoded)]
 
 
 def test_question_free_record_lives_in_score():
-    rec = {'id': 'v', 'image': 'x.png', 'messages': [{'role': 'user', 'content': '<image>\nWhat shape?'}, {'role': 'assistant', 'content': 'circle'}]}
+    rec = {
+        'id': 'v',
+        'image': 'x.png',
+        'messages': [{'role': 'user', 'content': '<image>\nWhat shape?'}, {'role': 'assistant', 'content': 'circle'}],
+    }
     free = question_free_record(rec)
     assert free['messages'] == [{'role': 'user', 'content': '<image>'}, {'role': 'assistant', 'content': 'circle'}]
     assert free['meta'] == {'question_free': True} and rec['messages'][0]['content'].startswith('<image>')
     import ast, inspect, datasel.models.score as score_module
+
     imported = [node.module or '' for node in ast.walk(ast.parse(inspect.getsource(score_module))) if isinstance(node, ast.ImportFrom)]
-    assert imported and not [m for m in imported if 'selectors' in m]   # score imports no selector
+    assert imported and not [m for m in imported if 'selectors' in m]  # score imports no selector

@@ -1,4 +1,5 @@
 """datasel.models.train: LoRA on the top layers from cached bottom states — exactness of the cache, learning, isolation, determinism."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +7,18 @@ import torch
 from datasel.core import InputError
 from datasel.models import embed
 from datasel.models.score import record_key, response_loss, tiny_causal_lm
-from datasel.models.train import (answer_scores, clear_shared_prefix_states, evaluate_loss, finetune_lora, normalize_answer,
-                           prefix_states, replaying_bottom, shared_prefix_states, token_f1, top_token_nll)
+from datasel.models.train import (
+    answer_scores,
+    clear_shared_prefix_states,
+    evaluate_loss,
+    finetune_lora,
+    normalize_answer,
+    prefix_states,
+    replaying_bottom,
+    shared_prefix_states,
+    token_f1,
+    top_token_nll,
+)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -117,6 +128,7 @@ def test_answer_metrics():
 def test_answer_scores_on_own_generations(tiny):
     model, tok = tiny
     from datasel.models.score import generate, first_exchange
+
     own = generate(HELDOUT[:4], model, tok, max_new_tokens=4, progress=False)
     gold = [first_exchange(r, a) for r, a in zip(HELDOUT[:4], own)]
     result = answer_scores(model, tok, gold, max_new_tokens=4)
@@ -126,6 +138,7 @@ def test_answer_scores_on_own_generations(tiny):
 @pytest.mark.slow
 def test_smollm_lora_lowers_heldout_loss():
     from datasel.models.assets import load_causal_lm
+
     model, tok = load_causal_lm(device='cpu')
     words = ['river', 'stone', 'cloud', 'apple', 'tiger', 'lemon', 'chair', 'piano', 'ocean', 'candle', 'garden', 'rocket']
     recs = [qa(f'Encode the word {w} in Zorbish.', f'Zorbish: {w[::-1].upper()}-zz') for w in words]
@@ -142,8 +155,12 @@ def test_gemma3_bottom_replay_is_exact_and_lora_trains():
     "Gemma 3's decoder (sliding-window and global layers, scaled embeddings) replays its cached bottom exactly."
     from datasel.models.assets import load_causal_lm
     from datasel.models.train import record_losses
+
     model, tok = load_causal_lm('gemma-3-270m', device='cpu', progress=False)
-    recs = [qa(f'Encode the word {w} in Zorbish.', f'Zorbish: {w[::-1].upper()}-zz') for w in ['river', 'stone', 'cloud', 'apple', 'tiger', 'lemon']]
+    recs = [
+        qa(f'Encode the word {w} in Zorbish.', f'Zorbish: {w[::-1].upper()}-zz')
+        for w in ['river', 'stone', 'cloud', 'apple', 'tiger', 'lemon']
+    ]
     full = response_loss(recs, model, tok, max_tokens=64, progress=False, cache=False)
     prefix = prefix_states(recs, model, tok, frozen_layers=16, max_tokens=64, progress=False)
     np.testing.assert_allclose(record_losses(model, tok, recs, max_tokens=64, prefix=prefix), full, atol=1e-3)

@@ -1,11 +1,24 @@
 """datasel.models.vqa: the fusion network, training on a selection, PreSel's losses, DataTailor's token states, and easy-vqa."""
+
 import numpy as np
 import pytest
 import torch
 
 from datasel.core import InputError, Selection
-from datasel.models.vqa import (FusionVQA, VQAFeatures, VQAScorer, VQAStates, train_vqa, vqa_accuracy, vqa_embeddings, vqa_irs_losses,
-                         vqa_losses, vqa_predict, vqa_states_fn, vqa_token_states)
+from datasel.models.vqa import (
+    FusionVQA,
+    VQAFeatures,
+    VQAScorer,
+    VQAStates,
+    train_vqa,
+    vqa_accuracy,
+    vqa_embeddings,
+    vqa_irs_losses,
+    vqa_losses,
+    vqa_predict,
+    vqa_states_fn,
+    vqa_token_states,
+)
 
 SHAPES, COLOURS = [0, 7, 9], [1, 2, 3, 5, 6, 8, 10, 11]
 
@@ -22,10 +35,12 @@ def synthetic(n=1200, images=300, seed=0):
     feats[:, 8:] += codes[3 + colour][:, None]
     questions = rng.normal(size=(5, 6, 24)).astype(np.float32)
     lengths = np.array([6, 6, 4, 5, 3])
-    for q, L in enumerate(lengths): questions[q, L:] = 0
+    for q, L in enumerate(lengths):
+        questions[q, L:] = 0
     img, q = rng.integers(0, images, n), rng.integers(0, 5, n)
-    answers = np.where(q == 0, np.array(SHAPES)[shape[img]], np.where(q == 1, np.array(COLOURS)[colour[img]],
-                                                                      np.where(shape[img] == q - 2, 4, 12)))
+    answers = np.where(
+        q == 0, np.array(SHAPES)[shape[img]], np.where(q == 1, np.array(COLOURS)[colour[img]], np.where(shape[img] == q - 2, 4, 12))
+    )
     kinds = np.array(['shape', 'color', 'yes_no', 'yes_no', 'yes_no'])[q]
     return VQAFeatures(feats, questions, lengths, img, q, answers.astype(np.int64), kinds, [f'r{i}' for i in range(n)])
 
@@ -87,7 +102,7 @@ def test_training_is_deterministic_and_takes_selections(data, trained):
 
 
 def test_fixed_steps_whatever_the_selection_size(data):
-    small = train_vqa(data, np.arange(50), steps=7, batch_size=16, width=16)   # 4 batches a pass: 2 passes
+    small = train_vqa(data, np.arange(50), steps=7, batch_size=16, width=16)  # 4 batches a pass: 2 passes
     large = train_vqa(data, np.arange(500), steps=7, batch_size=16, width=16)  # 32 batches a pass: part of one
     assert (small.params['steps'], small.params['epochs'], len(small.history['loss'])) == (7, 2, 2)
     assert (large.params['steps'], large.params['epochs']) == (7, 1)
@@ -97,6 +112,7 @@ def test_fixed_steps_whatever_the_selection_size(data):
 
 def test_token_states_feed_datatailor(data, trained):
     from datasel.selectors.datatailor import informativeness
+
     rows = np.arange(20)
     states = vqa_token_states(trained, data, rows)
     lengths = data.question_lengths[data.question_index[rows]]
@@ -108,8 +124,16 @@ def test_token_states_feed_datatailor(data, trained):
 
 def test_scorer_trains_on_the_reference_records_then_scores_both_ways(data):
     from datasel.models.score import question_free_record
-    records = [{'id': f'r{i}', 'image': 'img.png', 'meta': {},
-                'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}]} for i in range(len(data))]
+
+    records = [
+        {
+            'id': f'r{i}',
+            'image': 'img.png',
+            'meta': {},
+            'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}],
+        }
+        for i in range(len(data))
+    ]
     scorer = VQAScorer(data, epochs=3, width=32)
     ref = records[100:400]
     with_q = scorer(ref)
@@ -123,8 +147,15 @@ def test_scorer_trains_on_the_reference_records_then_scores_both_ways(data):
 
 def _records(data):
     kinds = data.kinds
-    return [{'id': rid, 'image': 'img.png', 'meta': {'question_kind': str(kinds[i])},
-             'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}]} for i, rid in enumerate(data.ids)]
+    return [
+        {
+            'id': rid,
+            'image': 'img.png',
+            'meta': {'question_kind': str(kinds[i])},
+            'messages': [{'role': 'user', 'content': '<image>\nq'}, {'role': 'assistant', 'content': 'a'}],
+        }
+        for i, rid in enumerate(data.ids)
+    ]
 
 
 def test_states_fn_gives_each_record_its_token_states(data, trained):
@@ -158,7 +189,8 @@ def test_datatailor_on_real_easy_vqa_records():
     from datasel.models.assets import load_easy_vqa
     from datasel.pipelines import datatailor_from_records
     from datasel.models.vqa import vqa_features
-    records = load_easy_vqa('train', max_records=1500)[::5]   # 300 questions about 150 pictures
+
+    records = load_easy_vqa('train', max_records=1500)[::5]  # 300 questions about 150 pictures
     features = vqa_features(records, progress=False)
     model = train_vqa(features, steps=30, width=32, batch_size=64, seed=0)
     sel = datatailor_from_records(records, tasks='question_kind', budget=0.1, states_fn=vqa_states_fn(model, features))
@@ -173,6 +205,7 @@ def test_datatailor_on_real_easy_vqa_records():
 def test_easy_vqa_model_clearly_beats_the_majority_class():
     from datasel.models.assets import load_easy_vqa
     from datasel.models.vqa import vqa_features
+
     train = load_easy_vqa('train', max_records=2500)
     test = load_easy_vqa('test', max_records=600)
     train_f, test_f = vqa_features(train, progress=False), vqa_features(test, progress=False)

@@ -10,15 +10,15 @@ import os, sys, numbers
 from dataclasses import dataclass
 from typing import Iterator
 import numpy as np
-from ..core import InputError, MissingDependencyError, as_embeddings, check_choice, make_rng
+from ..core import resolve_device, InputError, MissingDependencyError, as_embeddings, check_choice, make_rng
 
 try: import faiss
 except ImportError: faiss = None
 
 # %% auto #0
-__all__ = ['BACKENDS', 'KNN_METRICS', 'PAIRWISE_METRICS', 'INDEXES', 'EXACT_WORK', 'IVF_NPROBE', 'HNSW_M', 'HNSW_EF_SEARCH',
-           'KMEANSPP_ROWS', 'MMAP_POINTS_PER_CENTROID', 'faiss_available', 'faiss_gpu_available', 'set_threads',
-           'torch_device', 'l2_normalize', 'knn_index', 'knn', 'mean_knn_sqdist', 'knn_density', 'KMeansResult',
+__all__ = ['BACKENDS', 'KNN_METRICS', 'PAIRWISE_METRICS', 'torch_device', 'INDEXES', 'EXACT_WORK', 'IVF_NPROBE', 'HNSW_M',
+           'HNSW_EF_SEARCH', 'KMEANSPP_ROWS', 'MMAP_POINTS_PER_CENTROID', 'faiss_available', 'faiss_gpu_available',
+           'set_threads', 'l2_normalize', 'knn_index', 'knn', 'mean_knn_sqdist', 'knn_density', 'KMeansResult',
            'assign', 'kmeans', 'nearest_to_centroids', 'pairwise_blocks', 'pairwise']
 
 # %% ../../nbs/04_neighbors.ipynb #434c20cc
@@ -65,16 +65,7 @@ def _ensure_threads(torch_too: bool = False):
     elif torch_too and not _threads.get('torch'): set_threads(_threads['n'])
 
 # %% ../../nbs/04_neighbors.ipynb #36e36178
-def torch_device(device: str = 'auto', # 'auto' (GPU when torch sees one), 'cpu', 'cuda', 'cuda:1', 'mps' or a torch.device
-                ):
-    "Resolve a device name into a `torch.device`."
-    import torch
-    if isinstance(device, torch.device): return device
-    if device == 'auto' or device is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise InputError(f"device: expected 'auto', 'cpu', 'cuda[:i]' or 'mps', got {device!r}") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise InputError(f'device: {device!r} requested but torch sees no CUDA GPU')
-    return dev
+torch_device = resolve_device  # the one device resolver lives in core
 
 def _resolve_backend(backend: str) -> str:
     "The backend that will run: 'faiss', 'torch' or 'numpy'."

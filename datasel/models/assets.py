@@ -7,19 +7,20 @@ from __future__ import annotations
 import os, io, re, json, shutil, hashlib, tempfile, functools, contextlib, importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
-from ..core import AssetError, InputError, MissingDependencyError, atomic_write
+from ..core import resolve_device, AssetError, InputError, MissingDependencyError, atomic_write
 from ..data import from_records
+if TYPE_CHECKING: import torch, PIL.Image  # for the annotations only: torch is imported where it is used
 
 # %% auto #0
 __all__ = ['INSTALL', 'SMOLLM2_GGUF', 'CHATML_TEMPLATE', 'GEMMA_TEMPLATE', 'GEMMA3_GGUF', 'GEMMA3_CHUNK_PACKAGES', 'CAUSAL_LMS',
-           'EASY_VQA_ANSWERS', 'EASY_VQA_KINDS', 'package_folder', 'require', 'cache_root', 'resolve_device',
-           'model_device', 'loading_progress', 'hf_from_pretrained', 'text_encoder_path', 'load_text_encoder',
-           'smollm2_gguf_path', 'prepare_tokenizer', 'save_model_folder', 'convert_gguf', 'smollm2_path',
-           'assemble_chunks', 'gemma3_chunks', 'gemma3_path', 'load_causal_lm', 'to_pil', 'ImagePreprocess',
-           'HFImagePreprocess', 'load_image_encoder', 'read_json_array', 'sharegpt_path', 'is_clean_pair',
-           'load_sharegpt', 'easy_vqa_question_kind', 'load_easy_vqa', 'load_digits_images']
+           'EASY_VQA_ANSWERS', 'EASY_VQA_KINDS', 'package_folder', 'require', 'cache_root', 'model_device',
+           'loading_progress', 'hf_from_pretrained', 'text_encoder_path', 'load_text_encoder', 'smollm2_gguf_path',
+           'prepare_tokenizer', 'save_model_folder', 'convert_gguf', 'smollm2_path', 'assemble_chunks', 'gemma3_chunks',
+           'gemma3_path', 'load_causal_lm', 'to_pil', 'ImagePreprocess', 'HFImagePreprocess', 'load_image_encoder',
+           'read_json_array', 'sharegpt_path', 'is_clean_pair', 'load_sharegpt', 'easy_vqa_question_kind',
+           'load_easy_vqa', 'load_digits_images']
 
 # %% ../../nbs/02_assets.ipynb #00000006
 INSTALL = {
@@ -62,17 +63,6 @@ def cache_root() -> Path:
     if os.environ.get('DATASEL_CACHE'): return Path(os.environ['DATASEL_CACHE']).expanduser()
     base = os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache'
     return Path(base).expanduser()/'datasel'
-
-def resolve_device(device: Any = 'auto', # 'auto' (CUDA when torch sees it), 'cpu', 'cuda', 'cuda:1', 'mps' or a torch.device
-                  ) -> 'torch.device':
-    "The one device resolver of datasel: a name or `torch.device` as a `torch.device`, with a clear error for an unusable one."
-    import torch
-    if isinstance(device, torch.device): return device
-    if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise InputError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise InputError(f'device: {device!r} was asked for but CUDA is not available')
-    return dev
 
 def model_device(model: Any) -> 'torch.device':
     "Device of a model's first parameter (the CPU for a model without parameters)."

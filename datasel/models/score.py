@@ -4,7 +4,7 @@
 
 # %% ../../nbs/20_score.ipynb #00000002
 from __future__ import annotations
-import os, json, math, time
+import os, json
 from functools import lru_cache, partial
 from typing import Any, Callable, Mapping, Sequence
 import numpy as np

@@ -16,7 +16,7 @@ from ..core import DataselError, InputError, make_rng
 from .assets import require, model_device
 from .embed import model_fingerprint, pad_right, length_sorted_batches, evaluating
 from .score import (IGNORE_INDEX, LOGIT_TRANSFORMS, encode_record, record_key, resolve_causal_lm, response_loss, generate,
-                                  pad_labels, first_exchange, score_cache, tiny_causal_lm)
+                                  pad_labels, first_exchange, score_cache)
 
 # %% auto #0
 __all__ = ['MAX_SHARED_PREFIXES', 'decoder_layers', 'layer_inputs', 'bottom_fingerprint', 'PrefixStates', 'prefix_states',

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-from ..core import InputError, as_scores, make_rng
+from ..core import InputError, make_rng
 from .assets import EASY_VQA_ANSWERS, ImagePreprocess, cache_root, load_text_encoder, loading_progress, resolve_device
 from .embed import embed_images, token_states
 

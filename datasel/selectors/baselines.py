@@ -5,11 +5,11 @@ to scale: O(N) memory per step, memory-mapped float16 / float32 pools read block
 
 # %% ../../nbs/13_baselines.ipynb #a4e7de0d
 from __future__ import annotations
-import math, time
+import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 from ..core import (
-    PRESET, InputError, Selection, as_embeddings, as_scores, check_choice, check_int, check_number, make_rng, resolve_budget, with_presets)
+    PRESET, Selection, as_embeddings, as_scores, check_choice, check_int, check_number, make_rng, resolve_budget, with_presets)
 from ..registry import register
 from ..geometry import neighbors
 

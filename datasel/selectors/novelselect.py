@@ -241,7 +241,8 @@ def _resolve_device(device) -> str | object:
     "'numpy', or the torch device to run on ('auto': CUDA when torch sees one, else numpy)."
     if device == 'numpy': return 'numpy'
     if device in ('auto', None):
-        import torch
+        try: import torch
+        except ImportError: return 'numpy'  # the numpy core needs no torch
         return torch.device('cuda') if torch.cuda.is_available() else 'numpy'
     return torch_device(device)
 
