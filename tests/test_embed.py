@@ -473,7 +473,11 @@ def test_all_zero_rows_warn_and_fail_when_strict(digits):
 
 
 def test_progress_false_hides_transformers_loading_bar(capsys):
+    from transformers.utils import logging as hf_logging
     from datasel.models.assets import text_encoder_path
+
+    hf_logging.enable_progress_bar()  # an earlier in-process `datasel --quiet` turns the bars off for the process
+    hf_logging.set_verbosity_warning()
 
     load_text_encoder(str(text_encoder_path()), device='cpu', progress=False)
     assert 'Loading weights' not in capsys.readouterr().err

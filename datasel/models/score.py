@@ -339,12 +339,8 @@ def pad_left(token_ids: Sequence[Sequence[int]], # token ids of each row
              device: Any = 'cpu', # device of the returned tensors
             ) -> tuple[torch.Tensor, torch.Tensor]:
     "Left-pad rows of token ids into `(input_ids, attention_mask)` tensors, for batched generation."
-    width = max(len(ids) for ids in token_ids)
-    ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(token_ids), width), dtype=np.int64)
-    for r, row in enumerate(token_ids):
-        if len(row): ids[r, -len(row):] = row; mask[r, -len(row):] = 1
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+    ids, mask = pad_right([list(row)[::-1] for row in token_ids], pad_id, device)  # reversed rows, padded on the right
+    return ids.flip(1), mask.flip(1)
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
     "Token ids that end an answer: the generation config's EOS ids and the tokenizer's."
