@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts: synthetic embedding pools and timing."""
 
-import time
+import os, platform, time
 import numpy as np
 
 
@@ -87,3 +87,15 @@ def run_child(script, args, timeout: float) -> dict:
     if p.returncode != 0 or not lines:
         return {'error': (p.stderr or p.stdout).strip().splitlines()[-3:], 'returncode': p.returncode}
     return json.loads(lines[-1])
+
+
+def machine_info(threads, load_before) -> dict:
+    "What a result was measured on: threads, CPUs, the load before and after, Python and numpy versions."
+    return {
+        'threads': threads,
+        'cpus': os.cpu_count(),
+        'load_before': load_before,
+        'load_after': os.getloadavg(),
+        'python': platform.python_version(),
+        'numpy': np.__version__,
+    }

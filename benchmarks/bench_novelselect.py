@@ -28,14 +28,14 @@ if __name__ == '__main__':
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'):
         os.environ[var] = _threads
 
-import json, platform
+import json
 from pathlib import Path
 import numpy as np
 
 from datasel.core import atomic_write
 from datasel.geometry.neighbors import knn, knn_density
 from datasel.selectors.novelselect import novelselect
-from _common import golden_mixture as mixture, timed
+from _common import golden_mixture as mixture, timed, machine_info
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect.json'
 
@@ -148,14 +148,7 @@ def main():
         'cases': results,
         'levers': {'n': n, 'd': d, 'k': k, **lever},
         'peak_rss_gib': peak_rss_gib(),
-        'machine': {
-            'threads': a.threads,
-            'cpus': os.cpu_count(),
-            'load_before': load_before,
-            'load_after': os.getloadavg(),
-            'python': platform.python_version(),
-            'numpy': np.__version__,
-        },
+        'machine': machine_info(a.threads, load_before),
     }
     with atomic_write(OUT) as f:
         json.dump(result, f, indent=1)

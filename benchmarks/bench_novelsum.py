@@ -26,14 +26,14 @@ if __name__ == '__main__':
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'DATASEL_NUM_THREADS'):
         os.environ[var] = _threads
 
-import json, platform, time
+import json, time
 from pathlib import Path
 import numpy as np
 
 from datasel.core import atomic_write
 from datasel.metrics import novelsum_grid, proximity_weights
 from datasel.geometry.neighbors import knn_density, pairwise
-from _common import golden_mixture as mixture, timed
+from _common import golden_mixture as mixture, timed, machine_info
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelsum.json'
 NEIGHBORS, DENSITY_POWERS, DISTANCE_POWERS = (5, 10), (0, 0.25, 0.5), (0, 1, 2)
@@ -113,14 +113,7 @@ def main():
             'speedup_cpu_extrapolated': 18 * loop_cpu / fast_cpu,
             'relative_difference_one_setting': loop_rel,
         },
-        'machine': {
-            'threads': a.threads,
-            'cpus': os.cpu_count(),
-            'load_before': load_before,
-            'load_after': os.getloadavg(),
-            'python': platform.python_version(),
-            'numpy': np.__version__,
-        },
+        'machine': machine_info(a.threads, load_before),
     }
     with atomic_write(OUT) as f:
         json.dump(result, f, indent=1)

@@ -52,3 +52,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'gpu' in item.keywords and not cuda:
             item.add_marker(skip_gpu)
+
+
+def mixture(n=240, d=12, k=6, seed=0):
+    "A small Gaussian mixture of k blobs, float32 (the baselines' and greedy tests' pool)."
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(k, d)) * 3
+    return (centers[rng.integers(k, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def unit64(A):
+    "Rows of A scaled to unit length, float64."
+    A = np.asarray(A, dtype=np.float64)
+    return A / np.linalg.norm(A, axis=1, keepdims=True)

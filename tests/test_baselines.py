@@ -4,25 +4,15 @@ presets, memory-mapped pools, errors."""
 import json
 import tracemalloc
 import numpy as np
+from conftest import mixture, unit64
 import pytest
 from datasel.core import InputError, dumps_json
 from datasel.selectors import baselines
 from datasel.selectors.baselines import random_select, kcenter_greedy, kmeans_closest, deita_filter
 
 
-def mixture(n=240, d=12, k=6, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(k, d)) * 3
-    return (centers[rng.integers(k, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
-
-
 X = mixture()
 Q = np.random.default_rng(5).normal(size=len(X))
-
-
-def unit64(A):
-    A = np.asarray(A, dtype=np.float64)
-    return A / np.linalg.norm(A, axis=1, keepdims=True)
 
 
 def memmap(tmp_path, A, dtype):

@@ -2,6 +2,7 @@
 cache cliff, the official QDIT loop, memory-mapped pools, errors."""
 
 import numpy as np
+from conftest import mixture, unit64
 import pytest
 from datasel import metrics
 from datasel.core import InputError
@@ -17,19 +18,8 @@ from datasel.selectors.greedy import (
 )
 
 
-def mixture(n=240, d=12, k=6, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(k, d)) * 3
-    return (centers[rng.integers(k, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
-
-
 X = mixture()
 Q = np.random.default_rng(5).normal(size=len(X))
-
-
-def unit64(A):
-    A = np.asarray(A, dtype=np.float64)
-    return A / np.linalg.norm(A, axis=1, keepdims=True)
 
 
 def naive_greedy(K, b, modular=None, weight=1.0):
