@@ -177,3 +177,25 @@ def test_bad_inputs_name_the_argument():
         verdict([0, 1], direction=0)
     with pytest.raises(InputError, match='scale'):
         resolve_sizes('huge', {'ci': {}})
+
+
+def test_instruments_give_the_same_numbers_on_a_second_run():
+    "Same records, same seed: the text and vision instruments repeat their scores exactly; another seed changes them."
+    from datasel.experiments import TextInstrument, VisionInstrument, sharegpt_split
+    from datasel.models.assets import load_causal_lm, load_easy_vqa
+    from datasel.models.vqa import vqa_features
+
+    pool, heldout = sharegpt_split(8, 4)
+    lm, tokenizer = load_causal_lm(None, progress=False)
+    text = TextInstrument(lm, tokenizer, heldout, [0, 0, 1, 1], epochs=1, max_tokens=16, batch_size=4)
+    first, second, other = text.run(pool, 0), text.run(pool, 0), text.run(pool, 1)
+    assert first['per_cluster'] == second['per_cluster'] and first['performance'] == second['performance']
+    assert other['performance'] != first['performance']
+
+    records = load_easy_vqa('train', max_records=120)
+    features = vqa_features(records, progress=False)
+    vision = VisionInstrument(features, features, steps=6, width=16, batch_size=16)
+    rows = np.arange(60)
+    a, b, c = vision.run(rows, 0), vision.run(rows, 0), vision.run(rows, 1)
+    assert a['accuracy'] == b['accuracy'] and a['per_kind'] == b['per_kind']
+    assert (c['accuracy'], c['per_kind']) != (a['accuracy'], a['per_kind'])
