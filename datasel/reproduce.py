@@ -114,8 +114,8 @@ def _banner(scale: str) -> str:
     return (f'> **Scale `{scale}` is too small to decide anything**: these numbers check that the notebooks run, '
             f'not the papers. The verdicts of the committed reproduction come from scale `{COMMITTED_SCALE}`.')
 
-def results_table(res: dict, run: dict | None) -> str:
-    "Markdown section for one experiment: its controls, and its claims beside our numbers with intervals and verdicts."
+def results_table(res: dict, run: dict | None, folder: str | None = None) -> str:
+    "Markdown section for one experiment (its figures in `folder`, default: the paper's name): its controls, and its claims beside our numbers with intervals and verdicts."
     lines = [f"## {res.get('title', res.get('paper', '?'))}", '']
     meta = [f"scale `{res.get('scale', '?')}`", f"seed {res.get('seed', '?')}"]
     if res.get('models'): meta.append('models: ' + ', '.join(map(str, res['models'])))
@@ -133,7 +133,7 @@ def results_table(res: dict, run: dict | None) -> str:
     notes = [f"- {c['claim']}: {c['note']}" for c in res.get('claims', []) if c.get('note')]
     if notes: lines += [''] + notes
     figs = res.get('figures', [])
-    if figs: lines += [''] + [f"![{Path(f).stem}]({res.get('paper', '')}/{f})" for f in figs]
+    if figs: lines += [''] + [f"![{Path(f).stem}]({folder or res.get('paper', '')}/{f})" for f in figs]
     return '\n'.join(lines) + '\n'
 
 def write_report(root: Path | None = None, # project root
@@ -145,26 +145,26 @@ def write_report(root: Path | None = None, # project root
     for rj in fig.glob('*/results.json'):
         run = json.loads((rj.parent/'run.json').read_text()) if (rj.parent/'run.json').exists() else None
         order = Path(run['notebook']).name if run and run.get('notebook') else rj.parent.name
-        try: found.append((order, validate_results(json.loads(rj.read_text())), run))
+        try: found.append((order, validate_results(json.loads(rj.read_text())), run, rj.parent.name))
         except (InputError, json.JSONDecodeError) as e: broken.append(f'- `{rj.parent.name}/results.json` does not follow the results schema ({e}); re-run its notebook.')
-    found.sort(key=lambda t: t[0])  # in the order of the experiment notebooks
+    found.sort(key=lambda t: (t[0], t[3]))  # in the order of the experiment notebooks
     parts = ['# Results', '',
              'Written by `make reproduce` from the `results.json` files of the runs. Each experiment first shows that its '
              'instrument detects a known manipulation (positive control); each claim is then a difference between arms '
              'paired by seed (or a correlation over sets) with its 95 % interval: **reproduced** when the interval lies on '
              "the paper's side of 0, **refuted** when on the other side, **inconclusive** when it spans 0, and **instrument "
              "blind** when the experiment's control was not detected.", '']
-    scales = sorted({r['scale'] for _, r, _ in found})
+    scales = sorted({r['scale'] for _, r, _, _ in found})
     for s in scales:
         if s in UNDECIDING_SCALES: parts += [_banner(s), '']
     if found:
         parts += [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
                   '| experiment | claim | paper | ours [95 % CI] | n | verdict |', '|---|---|---|---|---|---|']
-        for _, r, _ in found:
+        for _, r, _, _ in found:
             for c in r['claims']:
                 parts.append(f"| {r.get('paper', '?')} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |")
         parts.append('')
-    parts += [results_table(r, run) for _, r, run in found] + broken
+    parts += [results_table(r, run, folder) for _, r, run, folder in found] + broken
     if not found and not broken: parts.append('No results yet: run `make reproduce`.')
     fig.mkdir(parents=True, exist_ok=True)
     with atomic_write(fig/'README.md') as f: f.write('\n'.join(parts) + '\n')

@@ -84,3 +84,21 @@ def test_report_lists_results_in_an_older_format(tmp_path):
     (tmp_path / 'figures' / 'old' / 'results.json').write_text(json.dumps({'claims': [{'claim': 'x', 'reproduced': True}]}))
     text = write_report(tmp_path).read_text()
     assert 'does not follow the results schema' in text
+
+
+def test_a_variant_run_of_one_paper_links_its_own_figures(tmp_path):
+    (tmp_path / 'nbs').mkdir()
+    (tmp_path / 'pyproject.toml').write_text('')
+    from datasel.experiments import control_result, make_results, save_results
+
+    ctrl = control_result('duplicates', [0.1, 0.2, 0.15], [0.3, 0.4, 0.35])
+    for folder, label in (('presel', 'kinds'), ('presel_variant', 'families')):
+        (tmp_path / 'figures' / folder).mkdir(parents=True)
+        save_results(
+            tmp_path / 'figures' / folder,
+            make_results('cpu', 0, [ctrl], [], paper='presel', title=f'PreSel ({label})', figures=['fig.png']),
+        )
+        (tmp_path / 'figures' / folder / 'run.json').write_text(json.dumps({'notebook': 'nbs/experiments/03_presel.ipynb', 'status': 'ok'}))
+    text = write_report(tmp_path).read_text()
+    assert '](presel/fig.png)' in text and '](presel_variant/fig.png)' in text
+    assert text.index('PreSel (kinds)') < text.index('PreSel (families)')
