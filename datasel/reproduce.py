@@ -5,7 +5,8 @@
 
 # %% ../nbs/31_reproduce.ipynb #a023d147
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, time
+import argparse, json, os, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from .core import InputError, atomic_write, check_choice
 from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, validate_results, project_root
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--model', default=None, help='causal LM of the text instruments (a name or folder; default: each notebook\'s own)')
     ap.add_argument('--kernel', default='datasel', help='Jupyter kernel name')
     ap.add_argument('--timeout', type=int, default=3600, help='limit per notebook, seconds')
+    ap.add_argument('--jobs', type=int, default=1, help='notebooks run side by side (each pins its libraries to one thread)')
     ap.add_argument('--only', nargs='*', help='run only notebooks whose name contains one of these words')
     ap.add_argument('--report-only', action='store_true', help='only rebuild the report')
     a = ap.parse_args(argv)
@@ -188,18 +190,24 @@ def main(argv: list[str] | None = None) -> int:
         nbs = find_experiments(root, a.only)
         if not nbs:
             print('datasel.reproduce: no experiment notebooks in nbs/experiments/ - nothing to run'); return 0
-        started, done = time.time(), []
+        jobs = max(1, min(a.jobs, len(nbs)))
+        started, done, lock = time.time(), [], threading.Lock()
         expected = [previous_wall_time(out_root, nb, a.scale) for nb in nbs]
-        for i, nb in enumerate(nbs):
-            print(progress_line(i + 1, len(nbs), nb.name, time.time() - started, eta_seconds(done, expected[i:])) + f' (scale {a.scale})', flush=True)
+        def run(i: int, nb: Path) -> None:
+            "Run one notebook, printing its start (with the overall ETA) and its end."
+            with lock:
+                eta = eta_seconds(done, expected[i:])
+                print(progress_line(i + 1, len(nbs), nb.name, time.time() - started, None if eta is None else eta/jobs) + f' (scale {a.scale})', flush=True)
             info = run_experiment(nb, a.scale, root, a.kernel, a.timeout, {'model': a.model}, out_root)
-            done.append(info['wall_time_s'])
-            print(f'    {info["status"]} in {_clock(info["wall_time_s"])}', flush=True)
-            if info['status'] != 'ok': failed.append(nb.name)
-        print(f'all {len(nbs)} done in {_clock(time.time() - started)}')
+            with lock:
+                done.append(info['wall_time_s'])
+                print(f'    {nb.name}: {info["status"]} in {_clock(info["wall_time_s"])}', flush=True)
+                if info['status'] != 'ok': failed.append(nb.name)
+        with ThreadPoolExecutor(jobs) as pool: list(pool.map(run, range(len(nbs)), nbs))   # each notebook is its own papermill process
+        print(f'all {len(nbs)} done in {_clock(time.time() - started)}' + (f' ({jobs} at a time)' if jobs > 1 else ''))
     print(f'report: {write_report(root, out_root)}')
     if failed:
-        print('failed: ' + ', '.join(failed), file=sys.stderr); return 1
+        print('failed: ' + ', '.join(sorted(failed)), file=sys.stderr); return 1
     return 0
 
 # %% ../nbs/31_reproduce.ipynb #82aeb4ec

@@ -102,3 +102,15 @@ def test_a_variant_run_of_one_paper_links_its_own_figures(tmp_path):
     text = write_report(tmp_path).read_text()
     assert '](presel/fig.png)' in text and '](presel_variant/fig.png)' in text
     assert text.index('PreSel (kinds)') < text.index('PreSel (families)')
+
+
+def test_two_notebooks_side_by_side(project, capsys):
+    assert main(['--scale', 'ci', '--kernel', kernel_name(), '--timeout', '300', '--jobs', '2']) == 0
+    printed = capsys.readouterr().out
+    assert (
+        '[1/2] 01_alpha.ipynb' in printed and '[2/2] 02_beta.ipynb' in printed and 'all 2 done in' in printed and '(2 at a time)' in printed
+    )
+    for paper in ('alpha', 'beta'):
+        assert json.loads((project / 'runs' / 'ci' / paper / 'results.json').read_text())['claims'][0]['verdict'] == 'reproduced'
+    report = (project / 'runs' / 'ci' / 'README.md').read_text()
+    assert report.index('The alpha paper') < report.index('The beta paper')
