@@ -35,15 +35,14 @@ import numpy as np
 from datasel.core import atomic_write
 from datasel.geometry.neighbors import knn, knn_density
 from datasel.selectors.novelselect import novelselect
-from _common import golden_mixture as mixture, timed, machine_info
+from _common import golden_mixture as mixture, machine_info, proc_status_mib, timed
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect.json'
 
 
 def peak_rss_gib() -> float:
     "VmHWM of this process, GiB."
-    with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) / 2**20 for line in f if line.startswith('VmHWM:'))
+    return proc_status_mib()['VmHWM'] / 1024
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:

@@ -33,18 +33,15 @@ import numpy as np
 
 from datasel.core import atomic_write
 from datasel.selectors.novelselect import memory_needed, novelselect
+from _common import proc_status_mib
 
 OUT = Path(__file__).resolve().parent / 'results' / 'novelselect_scale.json'
 
 
 def memory_status() -> dict:
-    "Resident and peak resident memory of this process, GiB (from /proc/self/status)."
-    out = {}
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(('VmRSS:', 'VmHWM:')):
-                out[line.split(':')[0]] = int(line.split()[1]) / 2**20
-    return {'rss_gib': out.get('VmRSS'), 'peak_rss_gib': out.get('VmHWM')}
+    "Resident and peak resident memory of this process, GiB."
+    m = proc_status_mib()
+    return {'rss_gib': m['VmRSS'] / 1024, 'peak_rss_gib': m['VmHWM'] / 1024}
 
 
 class Report:

@@ -36,6 +36,16 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def default_cache(tmp_path_factory, monkeypatch):
+    "The default embedding / score cache of a test lives in its own folder (model caches stay where they are)."
+    from datasel.models import embed
+
+    root = tmp_path_factory.mktemp('datasel-cache')
+    monkeypatch.setattr(embed, 'cache_root', lambda: root)
+    return root
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: loads real models or runs long; run with the rest, skip with -m "not slow"')
     config.addinivalue_line('markers', 'gpu: needs CUDA')

@@ -332,6 +332,8 @@ def test_select_every_method(method, pool, tmp_path):
     assert len(set(idx)) == len(idx) and all(0 <= i < N for i in idx)
     assert len(idx) + doc['shortfall'] == BUDGET and (doc['shortfall'] == 0 or doc['shortfall_reason'])
     assert all(len(col) == len(idx) for col in doc['per_pick'].values())
+    if method == 'facility_location':
+        assert doc['per_pick'] and doc['scores'] is not None  # the gains
     assert json.loads(out.read_text()) == [raw[i] for i in idx]  # the input's own records, in pick order
     direct = registry.select(method, np.load(d / 'emb.npy'), BUDGET, seed=3, **arrays)
     assert idx == direct.indices.tolist()  # the same selection as the library
@@ -662,31 +664,7 @@ def test_stdin_and_stdout(pool, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)['records'] == N
 
 
-# ---------------------------------------------------------------- iterative kMQ, facility location, score guards
-
-
-def test_iterative_kmq_and_facility_location(pool, tmp_path):
-    d, _ = pool
-    for method in ('iterative_kmq', 'facility_location'):
-        r = cli(
-            'select',
-            '--method',
-            method,
-            '--budget',
-            BUDGET,
-            d / 'pool.json',
-            '--embeddings',
-            d / 'emb.npy',
-            '--seed',
-            1,
-            '--out',
-            tmp_path / f'{method}.json',
-            '--quiet',
-        )
-        assert r.returncode == 0, r.stderr
-        doc = json.loads((tmp_path / f'{method}.indices.json').read_text())
-        assert len(doc['indices']) + doc['shortfall'] == BUDGET
-    assert doc['per_pick'] and doc['scores'] is not None  # facility location: the gains
+# ---------------------------------------------------------------- score guards
 
 
 def test_score_names_records_without_prompt_before_loading(tmp_path):

@@ -22,12 +22,7 @@ from datasel.models.embed import (
 from datasel.models.assets import load_text_encoder, load_digits_images, load_easy_vqa
 
 
-@pytest.fixture(autouse=True)
-def default_cache(tmp_path_factory, monkeypatch):
-    "The default embedding cache of each test lives in its own folder (model caches stay where they are)."
-    root = tmp_path_factory.mktemp('datasel-cache')
-    monkeypatch.setattr(embed, 'cache_root', lambda: root)
-    return root
+pytestmark = pytest.mark.usefixtures('default_cache')
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from datasel.core import InputError
-from datasel.models import embed
 from datasel.models.score import (
     IGNORE_INDEX,
     batch_response_loss,
@@ -22,15 +21,7 @@ from datasel.models.score import (
     tiny_causal_lm,
 )
 
-pytestmark = pytest.mark.usefixtures('one_torch_thread')
-
-
-@pytest.fixture(autouse=True)
-def default_cache(tmp_path_factory, monkeypatch):
-    "The default score cache of each test lives in its own folder (model caches stay where they are)."
-    root = tmp_path_factory.mktemp('datasel-cache')
-    monkeypatch.setattr(embed, 'cache_root', lambda: root)
-    return root
+pytestmark = pytest.mark.usefixtures('one_torch_thread', 'default_cache')
 
 
 @pytest.fixture(scope='module')
