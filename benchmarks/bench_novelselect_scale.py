@@ -7,8 +7,10 @@ and the selection's progress every 100 picks, so a killed run leaves its partial
   write     synthetic clustered data (1,000 Gaussian components of varied spread around a common mean, the golden
             pool's recipe) written block by block into a float16 .npy under --dir (reused when present).
   density   NovelSum's kNN density, sigma = (mean squared L2 distance to the 10 nearest rows after the first hit
-            + 1e-9)^-0.5, from an approximate index: faiss IndexHNSWFlat (M = 16, efConstruction 40, efSearch 64)
-            built from the float16 file block by block. HNSW-Flat distances are exact for the rows it returns.
+            + 1e-9)^-0.5, from an approximate index. --density ivf (default) is what `novelselect(..., index='auto')`
+            runs at this size: `datasel.geometry.neighbors.knn(X, 10, metric='sqeuclidean', index='ivf')`, faiss IVF
+            with float16 storage, 4 sqrt(n) lists, 16 probed, the candidates re-scored exactly. --density hnsw-m16 is
+            the earlier run's own faiss IndexHNSWFlat (M = 16, efConstruction 40, efSearch 64).
   recall    --recall-queries random rows searched exactly (blockwise matrix products over the whole file):
             recall@10 of the HNSW neighbours and the relative error of sigma.
   select    `novelselect(X_memmap, 10000, density=sigma, preset='official', seed=42, values_dtype='float16')`: float32
@@ -47,15 +49,15 @@ def memory_status() -> dict:
 class Report:
     "The result file, rewritten atomically whenever a figure is added."
 
-    def __init__(self, **head):
-        self.data = dict(head, phases={}, status='running')
+    def __init__(self, out: Path, **head):
+        self.out, self.data = out, dict(head, phases={}, status='running')
 
     def phase(self, name: str, **figures):
         self.data['phases'][name] = dict(figures, **memory_status())
         self.save()
 
     def save(self):
-        with atomic_write(OUT) as f:
+        with atomic_write(self.out) as f:
             json.dump(self.data, f, indent=1)
 
 
@@ -102,6 +104,17 @@ def hnsw_density(
     return sigma, ids, {'build_s': t_build, 'search_s': t_search, 'M': M, 'ef_construction': ef_construction, 'ef_search': ef_search}
 
 
+def ivf_density(X: np.ndarray, neighbors: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
+    "sigma from the library's IVF search (what novelselect's index='auto' runs here); also the neighbour ids, and the time."
+    from datasel.geometry.neighbors import IVF_NPROBE, _ivf_lists, knn
+
+    t0 = time.perf_counter()
+    sqdist, ids = knn(X, neighbors, metric='sqeuclidean', index='ivf')
+    sigma = (1.0 / (sqdist.astype(np.float64).mean(axis=1) + 1e-9) ** 0.5).astype(np.float32)
+    ids = np.concatenate([np.arange(len(X))[:, None], ids], axis=1)   # self first, as the HNSW search returns it
+    return sigma, ids, {'build_and_search_s': time.perf_counter() - t0, 'lists': _ivf_lists(len(X)), 'nprobe': IVF_NPROBE}
+
+
 def exact_neighbours(X: np.ndarray, queries: np.ndarray, neighbors: int = 10, block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
     "Exact squared L2 kNN (k + 1 hits, self included) of rows `queries` against all of X, by blockwise products."
     Q = np.asarray(X[queries], dtype=np.float32)
@@ -126,8 +139,10 @@ def main():
     p.add_argument('--k', type=int, default=10_000)
     p.add_argument('--dir', default='/tmp/datasel_scale')
     p.add_argument('--threads', default='2')
-    p.add_argument('--lookahead', type=int, default=32)
+    p.add_argument('--lookahead', type=int, default=16)
+    p.add_argument('--density', choices=('ivf', 'hnsw-m16'), default='ivf')
     p.add_argument('--recall-queries', type=int, default=200)
+    p.add_argument('--out', default=str(OUT))
     a = p.parse_args()
     import faiss
 
@@ -136,11 +151,13 @@ def main():
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f'pool_{a.n}x{a.d}_f16.npy'
     report = Report(
+        Path(a.out),
         benchmark='novelselect at the NovelSum paper scale, end to end',
         n=a.n,
         d=a.d,
         k=a.k,
         lookahead=a.lookahead,
+        density=a.density,
         threads=a.threads,
         file=str(path),
         started=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
@@ -151,7 +168,10 @@ def main():
             'numpy': np.__version__,
             'faiss': faiss.__version__,
         },
-        memory_model_gib={k: v / 2**30 for k, v in memory_needed(a.n, a.d, a.k, values_dtype='float16', lookahead=a.lookahead).items()},
+        memory_model_gib={
+            k: v / 2**30
+            for k, v in memory_needed(a.n, a.d, a.k, values_dtype='float16', lookahead=a.lookahead, index={'ivf': 'ivf', 'hnsw-m16': 'hnsw'}[a.density]).items()
+        },
     )
     t0 = time.perf_counter()
     X = write_pool(path, a.n, a.d)
@@ -159,9 +179,9 @@ def main():
     report.phase('write', wall_s=time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    sigma, hnsw_ids, figures = hnsw_density(X)
+    sigma, hnsw_ids, figures = ivf_density(X) if a.density == 'ivf' else hnsw_density(X)
     report.phase('density', wall_s=time.perf_counter() - t0, **figures)
-    np.save(folder / 'sigma_hnsw.npy', sigma)
+    np.save(folder / f'sigma_{a.density}.npy', sigma)
 
     t0 = time.perf_counter()
     queries = np.sort(np.random.default_rng(1).choice(a.n, a.recall_queries, replace=False))

@@ -369,16 +369,20 @@ class VisionInstrument:
     batch_size: int = 64 # records per step
     lr: float = 1e-3 # peak learning rate
     threads: int | None = 1 # torch CPU threads while training
+    benchmarks: Mapping[str, Sequence[int]] | None = None # benchmark name -> its test rows; `performance` is then their macro-averaged accuracy
 
     def run(self, rows: Sequence[int], # pool rows to train on (a Selection works too)
             seed: int, # seed of the training
            ) -> dict:
-        "Train on `rows` and evaluate: accuracy, per-kind accuracy, `performance` = accuracy."
+        "Train on `rows` and evaluate: accuracy, per-kind (and per-benchmark) accuracy, `performance`."
         from datasel.models.vqa import train_vqa, vqa_accuracy
         model = train_vqa(self.features, rows, epochs=self.epochs, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
                           width=self.width, layers=self.layers, seed=seed, threads=self.threads)
         acc = vqa_accuracy(model, self.test_features)
-        return {**acc, 'performance': acc['accuracy'], 'n_train': len(np.asarray(getattr(rows, 'indices', rows))),
+        if self.benchmarks:
+            acc['per_benchmark'] = {b: vqa_accuracy(model, self.test_features, rows)['accuracy'] for b, rows in self.benchmarks.items()}
+        performance = float(np.mean(list(acc['per_benchmark'].values()))) if self.benchmarks else acc['accuracy']
+        return {**acc, 'performance': performance, 'n_train': len(np.asarray(getattr(rows, 'indices', rows))),
                 'train_s': model.history.get('train_s')}
 
 # %% ../nbs/32_experiments.ipynb #70c24b31

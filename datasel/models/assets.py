@@ -15,12 +15,13 @@ if TYPE_CHECKING: import torch, PIL.Image  # for the annotations only: torch is 
 
 # %% auto #0
 __all__ = ['INSTALL', 'SMOLLM2_GGUF', 'CHATML_TEMPLATE', 'GEMMA_TEMPLATE', 'GEMMA3_GGUF', 'GEMMA3_CHUNK_PACKAGES', 'CAUSAL_LMS',
-           'EASY_VQA_ANSWERS', 'EASY_VQA_KINDS', 'package_folder', 'require', 'cache_root', 'model_device',
-           'loading_progress', 'hf_from_pretrained', 'text_encoder_path', 'load_text_encoder', 'smollm2_gguf_path',
-           'prepare_tokenizer', 'save_model_folder', 'convert_gguf', 'smollm2_path', 'assemble_chunks', 'gemma3_chunks',
-           'gemma3_path', 'load_causal_lm', 'to_pil', 'ImagePreprocess', 'HFImagePreprocess', 'load_image_encoder',
-           'read_json_array', 'sharegpt_path', 'is_clean_pair', 'load_sharegpt', 'easy_vqa_question_kind',
-           'load_easy_vqa', 'load_digits_images']
+           'EASY_VQA_ANSWERS', 'EASY_VQA_KINDS', 'DIGIT_ANSWERS', 'DIGIT_QUESTIONS', 'package_folder', 'require',
+           'cache_root', 'model_device', 'loading_progress', 'hf_from_pretrained', 'text_encoder_path',
+           'load_text_encoder', 'smollm2_gguf_path', 'prepare_tokenizer', 'save_model_folder', 'convert_gguf',
+           'smollm2_path', 'assemble_chunks', 'gemma3_chunks', 'gemma3_path', 'load_causal_lm', 'to_pil',
+           'ImagePreprocess', 'HFImagePreprocess', 'load_image_encoder', 'read_json_array', 'sharegpt_path',
+           'is_clean_pair', 'load_sharegpt', 'easy_vqa_question_kind', 'load_easy_vqa', 'load_digits_images',
+           'load_digits_vqa']
 
 # %% ../../nbs/02_assets.ipynb #00000006
 INSTALL = {
@@ -447,3 +448,30 @@ def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
     digits = load_digits()
     images = np.rint(digits.images*(255/16)).astype(np.uint8)
     return images, digits.target.astype(np.int64)
+
+# %% ../../nbs/02_assets.ipynb #bfde9c19
+DIGIT_ANSWERS = tuple(str(d) for d in range(10))
+DIGIT_QUESTIONS = ('what digit is this?', 'which digit is shown?', 'what number is in the image?', 'which number is drawn?')
+
+def load_digits_vqa(split: str = 'train', # 'train' (1,437 images) or 'test' (360: every fifth image)
+                    size: int = 64, # side of the rendered square image, in pixels
+                    cache_dir: str | os.PathLike | None = None, # folder of the rendered PNGs; None = <datasel cache>/digits-vqa-<size>
+                   ) -> list[dict]:
+    "scikit-learn's digits as one-question LLaVA-style image records (question kind 'digit', answers '0'..'9')."
+    from PIL import Image
+    if split not in ('train', 'test'): raise InputError(f"split: expected 'train' or 'test', got {split!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8: raise InputError(f'size: expected an int >= 8, got {size!r}')
+    images, labels = load_digits_images()
+    folder = Path(cache_dir) if cache_dir is not None else cache_root()/f'digits-vqa-{size}'
+    keep = [i for i in range(len(images)) if (i % 5 == 0) == (split == 'test')]
+    records = []
+    for i in keep:
+        path = folder/f'{i}.png'
+        if not path.is_file():
+            picture = Image.fromarray(255 - images[i]).resize((size, size), Image.Resampling.BILINEAR).convert('RGB')
+            with atomic_write(path, 'wb') as f: picture.save(f, format='PNG')
+        q = DIGIT_QUESTIONS[i % len(DIGIT_QUESTIONS)]
+        records.append({'id': f'digits-{i}', 'image': str(path), 'conversations': [{'from': 'human', 'value': f'<image>\n{q}'},
+                        {'from': 'gpt', 'value': str(int(labels[i]))}], 'question': q, 'answer': str(int(labels[i])),
+                        'image_id': f'digits-{i}', 'question_kind': 'digit', 'split': split})
+    return from_records(records, 'llava')
