@@ -117,7 +117,11 @@ def _banner(scale: str) -> str:
 
 def results_table(res: dict, run: dict | None, folder: str | None = None) -> str:
     "Markdown section for one experiment (its figures in `folder`, default: the paper's name): its controls, and its claims beside our numbers with intervals and verdicts."
-    lines = [f"## {res.get('title', res.get('paper', '?'))}", '']
+    heading = res.get('title', res.get('paper', '?'))
+    if folder and folder != res.get('paper'):   # a variant run of a paper: say which folder, and with which parameters
+        params = ', '.join(f'{k}={v!r}' for k, v in ((run or {}).get('params') or {}).items())
+        heading += f" — `{folder}`" + (f' ({params})' if params else '')
+    lines = [f"## {heading}", '']
     meta = [f"scale `{res.get('scale', '?')}`", f"seed {res.get('seed', '?')}"]
     if res.get('models'): meta.append('models: ' + ', '.join(map(str, res['models'])))
     if run: meta.append(f"wall time {run.get('wall_time_s', '?')} s ({run.get('status', '?')})")
@@ -161,9 +165,9 @@ def write_report(root: Path | None = None, # project root
     if found:
         parts += [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
                   '| experiment | claim | paper | ours [95 % CI] | n | verdict |', '|---|---|---|---|---|---|']
-        for _, r, _, _ in found:
+        for _, r, _, folder in found:
             for c in r['claims']:
-                parts.append(f"| {r.get('paper', '?')} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |")
+                parts.append(f"| {folder} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |")
         parts.append('')
     parts += [results_table(r, run, folder) for _, r, run, folder in found] + broken
     if not found and not broken: parts.append('No results yet: run `make reproduce`.')
