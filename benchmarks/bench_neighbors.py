@@ -229,7 +229,7 @@ def bench_ann(plan, d, k, recall_queries, timeout):
         'k': k,
         'pool': 'Gaussian mixture, 100 components, float32 in RAM',
         'self_search': True,
-        'ivf': f'IndexIVFScalarQuantizer fp16, lists = min(4 sqrt(n), n/39), nprobe = {neighbors.IVF_NPROBE}, hits re-scored exactly',
+        'ivf': f'IVF searched list by list (faiss k-means lists = min(4 sqrt(n), n/39), nprobe = {neighbors.IVF_NPROBE}, one matrix product per list), hits re-scored exactly',
         'hnsw': f'IndexHNSWFlat M = {neighbors.HNSW_M}, efSearch = {neighbors.HNSW_EF_SEARCH}',
         'exact_work_limit': neighbors.EXACT_WORK,
         'runs': rows,

@@ -111,7 +111,7 @@ def ivf_density(X: np.ndarray, neighbors: int = 10) -> tuple[np.ndarray, np.ndar
     t0 = time.perf_counter()
     sqdist, ids = knn(X, neighbors, metric='sqeuclidean', index='ivf')
     sigma = (1.0 / (sqdist.astype(np.float64).mean(axis=1) + 1e-9) ** 0.5).astype(np.float32)
-    ids = np.concatenate([np.arange(len(X))[:, None], ids], axis=1)   # self first, as the HNSW search returns it
+    ids = np.concatenate([np.arange(len(X))[:, None], ids], axis=1)  # self first, as the HNSW search returns it
     return sigma, ids, {'build_and_search_s': time.perf_counter() - t0, 'lists': _ivf_lists(len(X)), 'nprobe': IVF_NPROBE}
 
 
@@ -170,7 +170,9 @@ def main():
         },
         memory_model_gib={
             k: v / 2**30
-            for k, v in memory_needed(a.n, a.d, a.k, values_dtype='float16', lookahead=a.lookahead, index={'ivf': 'ivf', 'hnsw-m16': 'hnsw'}[a.density]).items()
+            for k, v in memory_needed(
+                a.n, a.d, a.k, values_dtype='float16', lookahead=a.lookahead, index={'ivf': 'ivf', 'hnsw-m16': 'hnsw'}[a.density]
+            ).items()
         },
     )
     t0 = time.perf_counter()

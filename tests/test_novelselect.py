@@ -184,6 +184,7 @@ def test_memory_model_refuses_before_any_work(monkeypatch):
     with pytest.raises(InputError, match=r'budget=\d+'):
         novelselect(X, 399, density=sigma, memory_limit=fits(budget=100))
     assert memory_needed(400, 16, 399, index='hnsw')['density'] == 400 * 16 * 4 + 12 * 400 * 400
+    assert memory_needed(400, 16, 399, index='ivf')['density'] == 512 * 400 + 12 * 400 * 400  # the IVF search holds no copy of X
     assert not called
 
 

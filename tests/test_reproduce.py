@@ -98,12 +98,16 @@ def test_a_variant_run_of_one_paper_links_its_own_figures(tmp_path):
             tmp_path / 'figures' / folder,
             make_results('cpu', 0, [ctrl], [], paper='presel', title=f'PreSel ({label})', figures=['fig.png']),
         )
-        run = {'notebook': 'nbs/experiments/03_presel.ipynb', 'status': 'ok', 'params': {'tasks': 'template'} if label == 'families' else {}}
+        run = {
+            'notebook': 'nbs/experiments/03_presel.ipynb',
+            'status': 'ok',
+            'params': {'tasks': 'template'} if label == 'families' else {},
+        }
         (tmp_path / 'figures' / folder / 'run.json').write_text(json.dumps(run))
     text = write_report(tmp_path).read_text()
     assert '](presel/fig.png)' in text and '](presel_variant/fig.png)' in text
     assert text.index('PreSel (kinds)') < text.index('PreSel (families)')
-    assert "## PreSel (families) — `presel_variant` (tasks='template')" in text   # a variant says which run it is
+    assert "## PreSel (families) — `presel_variant` (tasks='template')" in text  # a variant says which run it is
     assert '## PreSel (kinds)\n' in text
 
 

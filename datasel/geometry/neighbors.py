@@ -216,28 +216,61 @@ def _ivf_lists(n: int) -> int:
     "IVF lists for n rows: about 4 sqrt(n), at most n / 39 (faiss's minimum of 39 training rows per list)."
     return int(max(1, min(4 * round(np.sqrt(n)), n // 39)))
 
-def _approx_index(X: np.ndarray, index: str, inner_product: bool, unit: bool, seed: int):
-    "A faiss IVF (fp16 storage) or HNSW index over X, trained on a seeded sample and filled block by block."
+def _hnsw_index(X: np.ndarray, inner_product: bool, unit: bool):
+    "A faiss HNSW index over X, filled block by block."
     _ensure_threads()
     n, d = X.shape
-    metric = faiss.METRIC_INNER_PRODUCT if inner_product else faiss.METRIC_L2
-    if index == 'hnsw':
-        ix = faiss.IndexHNSWFlat(d, HNSW_M, metric); ix.hnsw.efSearch = HNSW_EF_SEARCH
-    else:
-        lists = _ivf_lists(n)
-        ix = faiss.IndexIVFScalarQuantizer(faiss.IndexFlat(d, metric), d, lists, faiss.ScalarQuantizer.QT_fp16, metric)
-        ix.cp.seed, ix.cp.niter, ix.nprobe = int(seed), 10, min(IVF_NPROBE, lists)
-        sample = np.sort(make_rng(seed).choice(n, min(n, 40 * lists), replace=False))
-        ix.train(_unit(np.array(X[sample], dtype=np.float32)) if unit else np.ascontiguousarray(X[sample], dtype=np.float32))
+    ix = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT if inner_product else faiss.METRIC_L2)
+    ix.hnsw.efSearch = HNSW_EF_SEARCH
     rows = _block_rows(d, _BLOCK_BYTES)
     for s in range(0, n, rows): ix.add(_rows(X, s, s + rows, unit))
     return ix
 
+def _ivf_search(Q: np.ndarray, X: np.ndarray, k: int, inner_product: bool, unit_queries: bool, unit_rows: bool,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    "IVF candidates list by list: each list's rows scored against the queries probing it in one product (missed slots: -1)."
+    _ensure_threads()
+    n, d = X.shape
+    lists = _ivf_lists(n); nprobe = min(IVF_NPROBE, lists)
+    sample = np.sort(make_rng(seed).choice(n, min(n, 40 * lists), replace=False))
+    km = faiss.Kmeans(d, lists, niter=10, seed=int(seed), spherical=inner_product)
+    km.train(_unit(np.array(X[sample], dtype=np.float32)) if unit_rows else np.ascontiguousarray(X[sample], dtype=np.float32))
+    coarse = (faiss.IndexFlatIP if inner_product else faiss.IndexFlatL2)(d); coarse.add(km.centroids)
+    rows = _block_rows(d, _BLOCK_BYTES)
+    probes = np.concatenate([coarse.search(_rows(Q, s, s + rows, unit_queries), nprobe)[1] for s in range(0, len(Q), rows)])
+    owner = probes[:, 0] if Q is X and unit_queries == unit_rows else \
+        np.concatenate([coarse.search(_rows(X, s, s + rows, unit_rows), 1)[1][:, 0] for s in range(0, n, rows)])
+    members = np.argsort(owner, kind='stable'); row_start = np.searchsorted(owner[members], np.arange(lists + 1))
+    flat = np.argsort(probes.ravel(), kind='stable'); query_start = np.searchsorted(probes.ravel()[flat], np.arange(lists + 1))
+    worst = -np.inf if inner_product else np.inf
+    D = np.full((len(Q), k), worst, dtype=np.float32); I = np.full((len(Q), k), -1, dtype=np.int64)
+    for l in range(lists):
+        m = members[row_start[l]:row_start[l + 1]]
+        if not len(m): continue
+        M = np.asarray(X[m], dtype=np.float32)
+        if unit_rows: M = _unit(M)
+        half_sq = None if inner_product else 0.5 * np.einsum('ij,ij->i', M, M)
+        queries = flat[query_start[l]:query_start[l + 1]] // nprobe
+        step = max(1, _BLOCK_BYTES // (8 * (len(m) + d)))   # queries per product: the scores and the gathered rows stay in a block
+        for s in range(0, len(queries), step):
+            q = queries[s:s + step]
+            B = np.asarray(Q[q], dtype=np.float32)
+            S = (_unit(B) if unit_queries else B) @ M.T   # inner products; L2 ranks by ||m||^2/2 - q.m (the query's norm is common)
+            val = np.concatenate([D[q], S if inner_product else half_sq[None, :] - S], axis=1)
+            idx = np.concatenate([I[q], np.broadcast_to(m, S.shape)], axis=1)
+            keep = np.argpartition(-val if inner_product else val, k - 1, axis=1)[:, :k]
+            D[q], I[q] = np.take_along_axis(val, keep, 1), np.take_along_axis(idx, keep, 1)
+    if not inner_product:   # back to squared distances: 2 (||m||^2/2 - q.m) + ||q||^2
+        q_sq = np.concatenate([np.einsum('ij,ij->i', B, B) for B in (_rows(Q, s, s + rows, unit_queries) for s in range(0, len(Q), rows))])
+        D = np.where(I >= 0, np.maximum(2 * D + q_sq[:, None], 0), np.inf).astype(np.float32)
+    return D, I
+
 def _approx_search(Q: np.ndarray, X: np.ndarray, k: int, inner_product: bool, index: str,
                    unit_queries: bool, unit_rows: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    "Candidate top-k from an approximate index, queries in blocks (ids of missed slots are -1)."
-    ix = _approx_index(X, index, inner_product, unit_rows, seed)
-    if index == 'hnsw': ix.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * k)
+    "Candidate top-k from the IVF search or an HNSW index, queries in blocks (ids of missed slots are -1)."
+    if index == 'ivf': return _ivf_search(Q, X, k, inner_product, unit_queries, unit_rows, seed)
+    ix = _hnsw_index(X, inner_product, unit_rows)
+    ix.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * k)
     D = np.empty((len(Q), k), dtype=np.float32); I = np.empty((len(Q), k), dtype=np.int64)
     rows = _block_rows(X.shape[1], _BLOCK_BYTES)
     for s in range(0, len(Q), rows):

@@ -202,11 +202,11 @@ def memory_needed(n: int, # pool rows
                   values_dtype: str = 'float32', # storage of the stored values
                   lookahead: int = 16, # columns computed per pass over the rows
                   max_bytes: int = 256 * 2**20, # one block of the official step
-                  index: str = 'exact', # the density's kNN index: 'exact' | 'ivf' (float16 copy) | 'hnsw' (float32 copy); 'given': none
+                  index: str = 'exact', # the density's kNN index: 'exact' | 'ivf' (reads X list by list: per-row probes and hits) | 'hnsw' (a float32 copy); 'given': none
                  ) -> dict:
     "Bytes NovelSelect holds at its peak, by part: the density phase, then the selection (the total is the larger)."
     item = np.dtype(values_dtype).itemsize
-    parts = {'density': 0 if index == 'given' else {'ivf': 2, 'hnsw': 4}.get(index, 0) * n * d + min(2**28, 12 * n * n),
+    parts = {'density': 0 if index == 'given' else {'ivf': 512 * n, 'hnsw': 4 * n * d}.get(index, 0) + min(2**28, 12 * n * n),
              'unit_rows': n * d * np.dtype(rows_dtype).itemsize, 'per_row': 64 * n}
     if algorithm == 'incremental':
         parts['values'] = n * max(budget - 1, 1) * item + 64 * n * item
