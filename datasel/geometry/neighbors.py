@@ -228,7 +228,7 @@ def _hnsw_index(X: np.ndarray, inner_product: bool, unit: bool):
 
 def _ivf_search(Q: np.ndarray, X: np.ndarray, k: int, inner_product: bool, unit_queries: bool, unit_rows: bool,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
-    "IVF candidates list by list: each list's rows scored against the queries probing it in one product (missed slots: -1)."
+    "IVF candidates list by list: each list's rows scored against the queries probing it in one product (missed slots: -1; values rank only)."
     _ensure_threads()
     n, d = X.shape
     lists = _ivf_lists(n); nprobe = min(IVF_NPROBE, lists)
@@ -260,10 +260,7 @@ def _ivf_search(Q: np.ndarray, X: np.ndarray, k: int, inner_product: bool, unit_
             idx = np.concatenate([I[q], np.broadcast_to(m, S.shape)], axis=1)
             keep = np.argpartition(-val if inner_product else val, k - 1, axis=1)[:, :k]
             D[q], I[q] = np.take_along_axis(val, keep, 1), np.take_along_axis(idx, keep, 1)
-    if not inner_product:   # back to squared distances: 2 (||m||^2/2 - q.m) + ||q||^2
-        q_sq = np.concatenate([np.einsum('ij,ij->i', B, B) for B in (_rows(Q, s, s + rows, unit_queries) for s in range(0, len(Q), rows))])
-        D = np.where(I >= 0, np.maximum(2 * D + q_sq[:, None], 0), np.inf).astype(np.float32)
-    return D, I
+    return D, I   # for L2 the values only rank the hits (||m||^2/2 - q.m); `_knn_arrays` re-scores every hit exactly
 
 def _approx_search(Q: np.ndarray, X: np.ndarray, k: int, inner_product: bool, index: str,
                    unit_queries: bool, unit_rows: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
