@@ -70,16 +70,18 @@ def novelty_scores(unit_rows, # L2-normalised rows (n, d): float32 numpy array o
     return scores
 
 # %% ../../nbs/11_novelselect.ipynb #8bd7d8c8
+_PASS_BYTES = 8 * 2**20   # one block of rows of a column pass: 512 rows at d = 4096
+
 def _columns(unit_rows: np.ndarray, density: np.ndarray, pair_density: str, device, max_bytes: int):
     "batch of picks (m,) -> float32 (m, n): c(x, s) for every row x and every s in the batch (one pass over the rows)."
     if device == 'numpy':
         def columns(batch):
-            out = np.empty((len(batch), len(unit_rows)), dtype=np.float32)
             S = unit_rows[batch].astype(np.float32)
-            step = max(1, int(max_bytes) // (4 * unit_rows.shape[1]))
-            for s in range(0, len(unit_rows), step):   # one block of rows converted at a time when rows are float16
-                out[:, s:s + step] = S @ unit_rows[s:s + step].astype(np.float32, copy=False).T
-            np.subtract(1, out, out=out)
+            G = np.empty((len(unit_rows), len(batch)), dtype=np.float32)
+            step = max(1, min(int(max_bytes), _PASS_BYTES) // (4 * unit_rows.shape[1]))
+            for s in range(0, len(unit_rows), step):   # blocks that stay in cache: at d = 4096 a 16-column product
+                np.matmul(unit_rows[s:s + step].astype(np.float32, copy=False), S.T, out=G[s:s + step])   # runs ~1.8x faster
+            out = np.subtract(1, G.T, order='C')                                                    # than on 256 MiB blocks
             out *= (density[None, :] + density[batch][:, None]) if pair_density == 'sum' else density[batch][:, None]
             return out
         return columns
@@ -210,7 +212,7 @@ def memory_needed(n: int, # pool rows
              'unit_rows': n * d * np.dtype(rows_dtype).itemsize, 'per_row': 64 * n}
     if algorithm == 'incremental':
         parts['values'] = n * max(budget - 1, 1) * item + 64 * n * item
-        parts['columns'] = 17 * lookahead * n * 4   # one pass, and the guesses kept
+        parts['columns'] = 18 * lookahead * n * 4   # one pass (its products and its columns), and the guesses kept
     else: parts['block'] = min(int(max_bytes), 12 * n * budget)
     parts['total'] = max(parts['density'], sum(v for k, v in parts.items() if k != 'density'))
     return parts
