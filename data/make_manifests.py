@@ -17,7 +17,7 @@ SHAREGPT_USES = {
     'kmq (02_kmq)': {'ci': (64, 24), 'cpu': (512, 500), 'cpu-full': (1024, 1000), 'gpu': (20000, 1000)},
     'datatailor text track (04_datatailor)': {'ci': (40, 8), 'cpu': (160, 32), 'gpu': (5000, 500)},
 }
-KMQ_CORRUPTION = {'share': 0.25, 'seed': 0, 'scales': {'ci': 64, 'cpu': 512, 'cpu-full': 1024}}
+KMQ_CORRUPTION = {'share': 0.25, 'seed': 0, 'kinds': ['refusal'], 'scales': {'ci': 64, 'cpu': 512, 'cpu-full': 1024}}
 LISTED_POOL = 1024          # pool positions listed record by record (the committed scale's largest pool)
 EASY_VQA_USES = {
     'presel (03_presel)': 'the first pool_size train questions and the first test_size test questions (SIZES)',
@@ -54,7 +54,7 @@ def sharegpt_manifest() -> dict:
     listing = lambda recs: [{'position': i, 'id': r['id'], 'sha1': record_sha1(r)} for i, r in enumerate(recs)]
     corrupted = {}
     for scale, size in KMQ_CORRUPTION['scales'].items():
-        _, flags = corrupt_answers(pool[:size], KMQ_CORRUPTION['share'], seed=KMQ_CORRUPTION['seed'])
+        _, flags = corrupt_answers(pool[:size], KMQ_CORRUPTION['share'], seed=KMQ_CORRUPTION['seed'], kinds=KMQ_CORRUPTION['kinds'])
         corrupted[scale] = [{'pool_position': int(i), 'id': pool[i]['id'], 'kind': str(flags[i])} for i in np.flatnonzero(flags != '')]
     return {
         'dataset': 'ShareGPT V3 (ShareGPT_V3_unfiltered_cleaned_split.json), first (human, gpt) exchange of each clean conversation',
@@ -67,7 +67,7 @@ def sharegpt_manifest() -> dict:
         'heldout': listing(heldout),
         'pool': listing(pool),
         'injected': {'kmq answer corruption (datasel.experiments.corrupt_answers)': {
-            'share': KMQ_CORRUPTION['share'], 'seed': KMQ_CORRUPTION['seed'], 'by_scale': corrupted}},
+            'share': KMQ_CORRUPTION['share'], 'seed': KMQ_CORRUPTION['seed'], 'kinds': KMQ_CORRUPTION['kinds'], 'by_scale': corrupted}},
     }
 
 

@@ -14,7 +14,7 @@ from scipy import stats
 from .core import DataselError, InputError, as_labels, atomic_write, check_choice, check_int, check_number, dumps_json, make_rng
 
 # %% auto #0
-__all__ = ['SCALES', 'COMMITTED_SCALE', 'UNDECIDING_SCALES', 'VERDICTS', 'CORRUPTIONS', 'resolve_sizes', 'mean_ci',
+__all__ = ['SCALES', 'COMMITTED_SCALE', 'UNDECIDING_SCALES', 'VERDICTS', 'CORRUPTIONS', 'REFUSAL', 'resolve_sizes', 'mean_ci',
            'paired_difference', 'control_detected', 'verdict', 'judge', 'compare', 'correlation_ci',
            'paired_r_difference', 'retest_reliability', 'control_result', 'positive_control', 'duplicate_rows',
            'corrupt_answers', 'cluster_losses', 'heldout_clusters', 'TextInstrument', 'VisionInstrument',
@@ -249,7 +249,8 @@ def duplicate_rows(rows: Sequence[int], # a selection (pool rows)
     kept = make_rng(seed).choice(rows, distinct, replace=False)
     return np.resize(kept, len(rows))
 
-CORRUPTIONS = ('swapped', 'truncated', 'garbled')
+CORRUPTIONS = ('swapped', 'truncated', 'garbled', 'refusal')
+REFUSAL = "I'm sorry, but I can't help with that."   # the one canned reply of the 'refusal' corruption
 
 def _answer_turn(record: Mapping) -> int:
     "Index of the first assistant turn of a normalised record."
@@ -260,10 +261,11 @@ def _answer_turn(record: Mapping) -> int:
 def corrupt_answers(records: Sequence[Mapping], # normalised records (`messages`)
                     share: float, # share of the records to corrupt, in [0, 1]
                     seed: int = 0, # which records, and how
-                    kinds: Sequence[str] = CORRUPTIONS, # corruptions used, in turn
+                    kinds: Sequence[str] = CORRUPTIONS[:3], # corruptions used, in turn; 'refusal' replaces the answer by `REFUSAL`
                    ) -> tuple[list[dict], np.ndarray]:
     "Copies of `records` with the first answer of a `share` of them corrupted, and the kind per record ('' = clean)."
     check_number(share, 'share', 0, 1)
+    if isinstance(kinds, str) or not len(kinds): raise InputError(f'kinds: expected a non-empty sequence of {CORRUPTIONS}, got {kinds!r}')
     for k in kinds: check_choice(k, 'kinds', CORRUPTIONS)
     rng = make_rng(seed)
     out = [copy.deepcopy(dict(r)) for r in records]
@@ -278,6 +280,7 @@ def corrupt_answers(records: Sequence[Mapping], # normalised records (`messages`
             other = (i + 1 + int(rng.integers(len(out) - 1))) % len(out) if len(out) > 1 else i
             text = answers[other]
         elif kind == 'truncated': text = ' '.join(words[:max(1, len(words)//5)])
+        elif kind == 'refusal': text = REFUSAL
         else: text = ' '.join(rng.permutation(words)) if len(words) > 1 else answers[i][::-1]
         out[i]['messages'][turn] = {**out[i]['messages'][turn], 'content': text}
         out[i]['meta'] = {**(out[i].get('meta') or {}), 'corruption': kind}

@@ -566,7 +566,7 @@ def test_manifests_are_consistent():
     for scale, rows in sg['injected']['kmq answer corruption (datasel.experiments.corrupt_answers)']['by_scale'].items():
         size = sg['uses']['kmq (02_kmq)'][scale]['pool']
         assert len(rows) == round(0.25 * size) and all(r['pool_position'] < size for r in rows)
-        assert {r['kind'] for r in rows} == {'swapped', 'truncated', 'garbled'}
+        assert {r['kind'] for r in rows} == {'refusal'}
     for name in ('sharegpt', 'easy_vqa', 'digits', 'models'):
         assert (DATA / name / 'README.md').is_file()
 

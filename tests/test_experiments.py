@@ -18,6 +18,7 @@ from datasel.experiments import (
     paired_difference,
     paired_r_difference,
     positive_control,
+    REFUSAL,
     resolve_sizes,
     retest_reliability,
     save_results,
@@ -144,6 +145,22 @@ def test_corrupted_answers_are_flagged_and_the_rest_untouched():
     for r, b, f in zip(recs, bad, flags):
         assert (r['messages'] == b['messages']) == (f == '')
     assert corrupt_answers(recs, 0.25, seed=1)[1].tolist() == flags.tolist()
+
+
+def test_refusal_corruption_is_one_canned_reply():
+    recs = [
+        {'id': i, 'messages': [{'role': 'user', 'content': f'q{i}'}, {'role': 'assistant', 'content': f'answer {i}'}]} for i in range(20)
+    ]
+    bad, flags = corrupt_answers(recs, 0.5, seed=3, kinds=['refusal'])
+    assert set(flags) == {'', 'refusal'} and (flags == 'refusal').sum() == 10
+    assert {b['messages'][1]['content'] for b, f in zip(bad, flags) if f} == {REFUSAL}
+    assert all(b['meta']['corruption'] == 'refusal' for b, f in zip(bad, flags) if f)
+    assert [b['messages'][1]['content'] for b, f in zip(bad, flags) if not f] == [
+        r['messages'][1]['content'] for r, f in zip(recs, flags) if not f
+    ]
+    for kinds in ('refusal', [], ['refused']):  # a bare string, nothing, an unknown kind
+        with pytest.raises(InputError, match='kinds'):
+            corrupt_answers(recs, 0.5, kinds=kinds)
 
 
 def test_cluster_losses_macro_and_worst():
