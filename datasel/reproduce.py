@@ -41,7 +41,7 @@ def run_experiment(nb: Path, # experiment notebook
                    scale: str = 'cpu', # one of SCALES
                    root: Path | None = None, # project root
                    kernel: str = 'datasel', # Jupyter kernel name (registered inside the venv by `make install`)
-                   timeout: int = 3600, # outer limit for the whole run, seconds
+                   timeout: int = 10800, # outer limit for the whole run, seconds (kMQ at `cpu` takes 60-90 min)
                    params: dict | None = None, # extra parameters of the notebook (JSON values), e.g. {'model': ...}
                    out: str | os.PathLike | None = None, # output root ('figures', a folder); None = the scale's default
                   ) -> dict:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--out', default=None, help=f"output root: 'figures' or a folder (default: figures/ at {COMMITTED_SCALE}, else runs/<scale>/)")
     ap.add_argument('--model', default=None, help='causal LM of the text instruments (a name or folder; default: each notebook\'s own)')
     ap.add_argument('--kernel', default='datasel', help='Jupyter kernel name')
-    ap.add_argument('--timeout', type=int, default=3600, help='limit per notebook, seconds')
+    ap.add_argument('--timeout', type=int, default=10800, help='limit per notebook, seconds (RUN_TIMEOUT in the Makefile)')
     ap.add_argument('--jobs', type=int, default=1, help='notebooks run side by side (each pins its libraries to one thread)')
     ap.add_argument('--only', nargs='*', help='run only notebooks whose name contains one of these words')
     ap.add_argument('--report-only', action='store_true', help='only rebuild the report')
