@@ -82,6 +82,7 @@ def _columns(unit_rows: np.ndarray, density: np.ndarray, pair_density: str, devi
             for s in range(0, len(unit_rows), step):   # blocks that stay in cache: at d = 4096 a 16-column product
                 np.matmul(unit_rows[s:s + step].astype(np.float32, copy=False), S.T, out=G[s:s + step])   # runs ~1.8x faster
             out = np.subtract(1, G.T, order='C')                                                    # than on 256 MiB blocks
+            del G   # the pass holds two (m, n) arrays at most: the columns and the density factor
             out *= (density[None, :] + density[batch][:, None]) if pair_density == 'sum' else density[batch][:, None]
             return out
         return columns
