@@ -11,9 +11,9 @@ from typing import Sequence
 from .core import InputError, atomic_write
 
 # %% auto #0
-__all__ = ['README_HEADER', 'Page', 'notebook_page', 'site_pages', 'tex_to_mathml', 'protect_math', 'module_namespace',
-           'signature_markdown', 'public_api', 'render_notebook', 'notebook_list', 'page_html', 'build_site',
-           'readme_text', 'write_readme', 'main']
+__all__ = ['RESULTS_MARK', 'README_HEADER', 'Page', 'notebook_page', 'site_pages', 'tex_to_mathml', 'protect_math',
+           'module_namespace', 'signature_markdown', 'public_api', 'expand_results', 'render_notebook', 'notebook_list',
+           'page_html', 'build_site', 'readme_text', 'write_readme', 'main']
 
 # %% ../nbs/35_docs.ipynb #e89c8b00
 @dataclass
@@ -120,6 +120,17 @@ def public_api(namespace: dict, # an exported module's globals
     objs = [namespace[k] for k in namespace.get('__all__', []) if k in namespace]
     return [o for o in objs if callable(o) and getattr(o, '__module__', None) == name]
 
+# %% ../nbs/35_docs.ipynb #a7c3e5d1
+RESULTS_MARK = re.compile(r'^<!-- results: (\S+) -->$', re.M)   # a line of index.ipynb's markdown: the claims table of that folder
+
+def expand_results(markdown: str, # a markdown cell's source
+                   root: str | Path, # the project root the folders are relative to
+                  ) -> str:
+    "Replace every `<!-- results: FOLDER -->` line by the table of the claims under root/FOLDER (`datasel.reproduce.claims_table`)."
+    from datasel.reproduce import claims_table
+    return RESULTS_MARK.sub(lambda m: claims_table(Path(root)/m[1]).rstrip('\n'), markdown)
+
+
 # %% ../nbs/35_docs.ipynb #bbe66031
 def _prepared(nb, namespace: dict):
     "A copy of the notebook as the page shows it, and the API objects its show_doc cells rendered."
@@ -160,7 +171,7 @@ def render_notebook(path: Path, # the notebook
     math: dict[str, str] = {}
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == 'markdown':
-            cell.source, found = protect_math(cell.source, key=f'DSMATH{i}Q'); math.update(found)
+            cell.source, found = protect_math(expand_results(cell.source, Path(path).resolve().parent.parent), key=f'DSMATH{i}Q'); math.update(found)
     body, _ = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     return re.sub(r'DSMATH\d+Q\d+X', lambda m: math.get(m[0], m[0]), body)
 
@@ -241,13 +252,14 @@ README_HEADER = '<!-- Generated from nbs/index.ipynb by `python -m datasel.docs 
 
 def readme_text(index: str | Path = 'nbs/index.ipynb', # the front-page notebook
                ) -> str:
-    "README.md's text: the notebook's markdown cells, and its code cells as python blocks."
+    "README.md's text: the notebook's markdown cells (results tables filled in from the project's folders), and its code cells as python blocks."
     nb = json.loads(Path(index).read_text(encoding='utf-8'))
+    root = Path(index).resolve().parent.parent
     parts = []
     for cell in nb['cells']:
         src = ''.join(cell['source'])
         if 'hide' in _directives(src): continue
-        if cell['cell_type'] == 'markdown': parts.append(src.strip('\n'))
+        if cell['cell_type'] == 'markdown': parts.append(expand_results(src, root).strip('\n'))
         elif cell['cell_type'] == 'code':
             code = '\n'.join(l for l in src.splitlines() if not l.lstrip().startswith('#|')).strip('\n')
             if code: parts.append(f'```python\n{code}\n```')

@@ -13,7 +13,7 @@ from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, validate_re
 
 # %% auto #0
 __all__ = ['find_experiments', 'paper_name', 'output_root', 'run_experiment', 'previous_wall_time', 'eta_seconds',
-           'progress_line', 'results_table', 'write_report', 'main']
+           'progress_line', 'results_table', 'claims_table', 'write_report', 'main']
 
 # %% ../nbs/31_reproduce.ipynb #37498d59
 def find_experiments(root: Path, only: list[str] | None = None) -> list[Path]:
@@ -141,39 +141,50 @@ def results_table(res: dict, run: dict | None, folder: str | None = None) -> str
     if figs: lines += [''] + [f"![{Path(f).stem}]({folder or res.get('paper', '')}/{f})" for f in figs]
     return '\n'.join(lines) + '\n'
 
+def _collect(fig: Path) -> tuple[list, list[str]]:
+    "`(order, results, run, folder)` of every `<folder>/results.json` under `fig`, in the order of the experiment notebooks, and a note per file that breaks the schema."
+    found, broken = [], []
+    for rj in Path(fig).glob('*/results.json'):
+        run = json.loads((rj.parent/'run.json').read_text()) if (rj.parent/'run.json').exists() else None
+        order = Path(run['notebook']).name if run and run.get('notebook') else rj.parent.name
+        try: found.append((order, validate_results(json.loads(rj.read_text())), run, rj.parent.name))
+        except (InputError, json.JSONDecodeError) as e: broken.append(f'- `{rj.parent.name}/results.json` does not follow the results schema ({e}); re-run its notebook.')
+    found.sort(key=lambda t: (t[0], t[3]))
+    return found, broken
+
+def claims_table(out_root: str | Path, # folder holding <experiment>/results.json (e.g. figures/)
+                ) -> str:
+    "Every claim under `out_root` as one markdown table: experiment folder, claim, paper, ours [95 % CI], n, verdict; headed by the scale(s) it was made at."
+    found, _ = _collect(Path(out_root))
+    if not found: return f'No results in `{Path(out_root).name}/` yet: run `make reproduce`.\n'
+    scales = sorted({r['scale'] for _, r, _, _ in found})
+    lines = [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
+             '| experiment | claim | paper | ours [95 % CI] | n | verdict |', '|---|---|---|---|---|---|']
+    for _, r, _, folder in found:
+        lines += [f"| {folder} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |" for c in r['claims']]
+    return '\n'.join(lines) + '\n'
+
 def write_report(root: Path | None = None, # project root
                  out_root: Path | None = None, # folder holding <paper>/results.json; None = figures/
                 ) -> Path:
     "Write `README.md` in `out_root` from every `<paper>/results.json` there (and `run.json`)."
     root = Path(root or project_root()); fig = Path(out_root) if out_root else root/'figures'
-    found, broken = [], []
-    for rj in fig.glob('*/results.json'):
-        run = json.loads((rj.parent/'run.json').read_text()) if (rj.parent/'run.json').exists() else None
-        order = Path(run['notebook']).name if run and run.get('notebook') else rj.parent.name
-        try: found.append((order, validate_results(json.loads(rj.read_text())), run, rj.parent.name))
-        except (InputError, json.JSONDecodeError) as e: broken.append(f'- `{rj.parent.name}/results.json` does not follow the results schema ({e}); re-run its notebook.')
-    found.sort(key=lambda t: (t[0], t[3]))  # in the order of the experiment notebooks
+    found, broken = _collect(fig)
     parts = ['# Results', '',
              'Written by `make reproduce` from the `results.json` files of the runs. Each experiment first shows that its '
              'instrument detects a known manipulation (positive control); each claim is then a difference between arms '
              'paired by seed (or a correlation over sets) with its 95 % interval: **reproduced** when the interval lies on '
              "the paper's side of 0, **refuted** when on the other side, **inconclusive** when it spans 0, and **instrument "
              "blind** when the experiment's control was not detected.", '']
-    scales = sorted({r['scale'] for _, r, _, _ in found})
-    for s in scales:
+    for s in sorted({r['scale'] for _, r, _, _ in found}):
         if s in UNDECIDING_SCALES: parts += [_banner(s), '']
-    if found:
-        parts += [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
-                  '| experiment | claim | paper | ours [95 % CI] | n | verdict |', '|---|---|---|---|---|---|']
-        for _, r, _, folder in found:
-            for c in r['claims']:
-                parts.append(f"| {folder} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |")
-        parts.append('')
+    if found: parts += [claims_table(fig)]
     parts += [results_table(r, run, folder) for _, r, run, folder in found] + broken
     if not found and not broken: parts.append('No results yet: run `make reproduce`.')
     fig.mkdir(parents=True, exist_ok=True)
     with atomic_write(fig/'README.md') as f: f.write('\n'.join(parts) + '\n')
     return fig/'README.md'
+
 
 # %% ../nbs/31_reproduce.ipynb #a4847cc5
 def main(argv: list[str] | None = None) -> int:
