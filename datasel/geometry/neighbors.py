@@ -361,6 +361,14 @@ def _distinct_rows(R: np.ndarray) -> np.ndarray | None:
     return np.sort(order[np.r_[True, ~same]])
 
 # %% ../../nbs/04_neighbors.ipynb #96e1669a
+def _float32(A: np.ndarray) -> np.ndarray:
+    "A itself when it is float32, else one float32 copy of it, written block by block."
+    if A.dtype == np.float32: return A
+    out = np.empty(A.shape, dtype=np.float32)
+    rows = _block_rows(A.shape[1], _BLOCK_BYTES)
+    for s in range(0, len(A), rows): out[s:s + rows] = A[s:s + rows]
+    return out
+
 def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
                     reference=None, # pool (m, d) the neighbours come from; None: X itself
                     neighbors: int = 10, # K, neighbours averaged
@@ -369,6 +377,7 @@ def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
                     *,
                     index: str = 'auto', # 'auto' (see `knn_index`) | 'exact' | 'ivf' | 'hnsw'
                     seed: int = 0, # seed of the IVF training sample
+                    float32_copy: bool = False, # search one float32 copy of a float16 X (twice its size in RAM) instead of converting rows at every read
                    ) -> np.ndarray:
     "a_i: mean squared L2 distance from each row to its K nearest reference rows after the first hit, float64 (n,)."
     backend = _resolve_backend(backend)
@@ -381,6 +390,9 @@ def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
         raise InputError(f'neighbors: {neighbors} neighbours (+1 dropped) need at least {neighbors + 1} '
                          f'{"distinct " if dedup_reference else ""}reference rows, got {len(R)}')
     index = knn_index(len(R), X.shape[1], len(X), index, backend)
+    if float32_copy:   # the IVF search reads every query once per probed list, the exact one X once per block of queries
+        same = R is X
+        X = _float32(X); R = X if same else _float32(R)
     D, _ = _knn_arrays(X, R, int(neighbors) + 1, 'sqeuclidean', backend, index, seed=seed)
     return D[:, 1:].astype(np.float64).mean(axis=1)
 
@@ -394,13 +406,14 @@ def knn_density(X, # rows to score (n, d), in memory or memory-mapped
                 *,
                 index: str = 'auto', # 'auto' (see `knn_index`) | 'exact' | 'ivf' | 'hnsw'
                 seed: int = 0, # seed of the IVF training sample
+                float32_copy: bool = False, # search one float32 copy of a float16 X (twice its size in RAM) instead of converting rows at every read
                ) -> np.ndarray:
     "NovelSum's density 1/(a_i + eps)**power, float32 (n,)."
     if isinstance(power, bool) or not isinstance(power, numbers.Real) or not np.isfinite(power):
         raise InputError(f'power: expected a finite number, got {power!r}')
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
         raise InputError(f'eps: expected a number >= 0, got {eps!r}')
-    a = mean_knn_sqdist(X, reference, neighbors, dedup_reference, backend, index=index, seed=seed)
+    a = mean_knn_sqdist(X, reference, neighbors, dedup_reference, backend, index=index, seed=seed, float32_copy=float32_copy)
     if power == 0: return np.ones(len(a), dtype=np.float32)
     return (1.0 / (a + eps) ** power).astype(np.float32)
 

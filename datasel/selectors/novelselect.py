@@ -197,6 +197,10 @@ def _available_memory() -> int | None:
     try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
     except (ValueError, OSError, AttributeError): return None
 
+def _density_copy(x_dtype: str, rows_dtype: str, index: str) -> bool:
+    "Whether the density searches a float32 copy of X: X is float16, the selection holds float32 unit rows anyway, and the index reads X repeatedly."
+    return str(x_dtype) == 'float16' and rows_dtype == 'float32' and index in ('exact', 'ivf')
+
 def memory_needed(n: int, # pool rows
                   d: int, # columns
                   budget: int, # picks
@@ -206,10 +210,12 @@ def memory_needed(n: int, # pool rows
                   lookahead: int = 16, # columns computed per pass over the rows
                   max_bytes: int = 256 * 2**20, # one block of the official step
                   index: str = 'exact', # the density's kNN index: 'exact' | 'ivf' (reads X list by list: per-row probes and hits) | 'hnsw' (a float32 copy); 'given': none
+                  x_dtype: str = 'float32', # dtype of X: with float32 unit rows, a float16 X is searched through one float32 copy (exact and IVF densities)
                  ) -> dict:
     "Bytes NovelSelect holds at its peak, by part: the density phase, then the selection (the total is the larger)."
     item = np.dtype(values_dtype).itemsize
-    parts = {'density': 0 if index == 'given' else {'ivf': 512 * n, 'hnsw': 4 * n * d}.get(index, 0) + min(2**28, 12 * n * n),
+    copy = 4 * n * d if _density_copy(x_dtype, rows_dtype, index) else 0   # freed before the unit rows are made
+    parts = {'density': 0 if index == 'given' else {'ivf': 512 * n, 'hnsw': 4 * n * d}.get(index, 0) + min(2**28, 12 * n * n) + copy,
              'unit_rows': n * d * np.dtype(rows_dtype).itemsize, 'per_row': 64 * n}
     if algorithm == 'incremental':
         parts['values'] = n * max(budget - 1, 1) * item + 64 * n * item
@@ -219,13 +225,13 @@ def memory_needed(n: int, # pool rows
     return parts
 
 def _check_memory(n: int, d: int, budget: int, algorithm: str, rows_dtype: str, values_dtype: str, lookahead: int,
-                  max_bytes: int, index: str, limit: int | None) -> dict:
+                  max_bytes: int, index: str, limit: int | None, x_dtype: str = 'float32') -> dict:
     "Refuse, before any long work, a call whose peak exceeds `limit` (default: the memory available now); name the options that fit."
-    need = memory_needed(n, d, budget, algorithm, rows_dtype, values_dtype, lookahead, max_bytes, index)
+    need = memory_needed(n, d, budget, algorithm, rows_dtype, values_dtype, lookahead, max_bytes, index, x_dtype)
     limit = limit if limit is not None else _available_memory()
     if limit is None or need['total'] <= limit: return need
     fits = lambda **kw: memory_needed(**{**dict(n=n, d=d, budget=budget, algorithm=algorithm, rows_dtype=rows_dtype,
-                                                values_dtype=values_dtype, lookahead=lookahead, max_bytes=max_bytes, index=index), **kw})['total'] <= limit
+                                                values_dtype=values_dtype, lookahead=lookahead, max_bytes=max_bytes, index=index, x_dtype=x_dtype), **kw})['total'] <= limit
     dtypes = {'values_dtype': values_dtype, 'rows_dtype': rows_dtype}
     options = [f"{k}='float16'" for k, v in dtypes.items() if v == 'float32' and fits(**{k: 'float16'})]
     if not options and values_dtype == 'float32' and rows_dtype == 'float32' and fits(values_dtype='float16', rows_dtype='float16'):
@@ -249,7 +255,8 @@ def _resolve_device(device) -> str | object:
         return torch.device('cuda') if torch.cuda.is_available() else 'numpy'
     return torch_device(device)
 
-def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, index: str = 'auto', seed: int = 0) -> np.ndarray:
+def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, index: str = 'auto', seed: int = 0,
+             float32_copy: bool = False) -> np.ndarray:
     "sigma per row: given, or NovelSum's kNN density of X against `density_pool` (X itself when None)."
     n = len(X)
     if density is not None:
@@ -260,7 +267,7 @@ def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, 
     if n_pool <= neighbors:
         raise InputError(f'neighbors: the density uses {neighbors} neighbours after dropping the first hit, so '
                          f'{"X" if density_pool is None else "density_pool"} needs more than {neighbors} rows, got {n_pool}')
-    return knn_density(X, density_pool, neighbors, power=beta, index=index, seed=seed) if beta else np.ones(n, dtype=np.float32)
+    return knn_density(X, density_pool, neighbors, power=beta, index=index, seed=seed, float32_copy=float32_copy) if beta else np.ones(n, dtype=np.float32)
 
 # %% ../../nbs/11_novelselect.ipynb #761c29b7
 @register('novelselect', paper='NovelSum (Yang et al., ACL 2025)',
@@ -313,9 +320,10 @@ def novelselect(X, # embeddings of the pool (n, d); a memory-mapped float16 / fl
         raise InputError(f'neighbors: the density uses {k_density} neighbours after dropping the first hit, so X needs more than {k_density} rows, got {n}')
     dev = _resolve_device(device)
     knn_kind = 'given' if density is not None or beta == 0 else knn_index(n if density_pool is None else len(density_pool), d, n, index)
-    memory = _check_memory(n, d, b, algorithm, rows_dtype, values_dtype, ahead, max_bytes, knn_kind, memory_limit)
+    x_dtype = str(X.dtype) if density_pool is None else 'float32'   # a float16 X alone is searched through one float32 copy
+    memory = _check_memory(n, d, b, algorithm, rows_dtype, values_dtype, ahead, max_bytes, knn_kind, memory_limit, x_dtype)
 
-    sigma = _density(X, density, density_pool, k_density, beta, knn_kind, seed)
+    sigma = _density(X, density, density_pool, k_density, beta, knn_kind, seed, _density_copy(x_dtype, rows_dtype, knn_kind))
     t_density = time.perf_counter() - t_start
     unit_rows = _unit_rows(X, rows_dtype)
     t_rows = time.perf_counter() - t_start - t_density
