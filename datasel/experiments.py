@@ -140,6 +140,29 @@ def _centred(v: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
     if codes is None: return v
     return v - (np.bincount(codes, v)/np.bincount(codes))[codes]
 
+def _correlate_rows(X: np.ndarray, Y: np.ndarray, kind: str) -> np.ndarray:
+    "Pearson or Spearman r of every row of X with the same row of Y, (B, n) each; NaN where either row is constant."
+    constant = (np.ptp(X, axis=1) == 0) | (np.ptp(Y, axis=1) == 0)
+    if kind == 'spearman': X, Y = stats.rankdata(X, axis=1), stats.rankdata(Y, axis=1)
+    X = X - X.mean(1, keepdims=True); Y = Y - Y.mean(1, keepdims=True)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        r = np.clip(np.einsum('ij,ij->i', X, Y)/np.sqrt(np.einsum('ij,ij->i', X, X)*np.einsum('ij,ij->i', Y, Y)), -1, 1)
+    r[constant] = np.nan
+    return r
+
+def _centred_rows(V: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+    "Every row of V (B, n) minus its mean within each group; a bootstrap row keeps each position's group (`_resamples` draws within groups)."
+    if codes is None: return V
+    sums = np.zeros((len(V), codes.max() + 1))
+    np.add.at(sums.T, codes, V.T)
+    return V - (sums/np.bincount(codes))[:, codes]
+
+def _boot_r(x: np.ndarray, y: np.ndarray, codes: np.ndarray | None, kind: str, idx: np.ndarray) -> np.ndarray:
+    "r of x and y on every bootstrap row of indices `idx` (n_boot, n), in blocks of rows that bound the memory."
+    step = max(1, 2**21 // x.size)
+    return np.concatenate([_correlate_rows(_centred_rows(x[i], codes), _centred_rows(y[i], codes), kind)
+                           for i in (idx[s:s + step] for s in range(0, len(idx), step))])
+
 def _pairs(x: Any, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     "Check two paired vectors (and optional group labels)."
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -170,8 +193,7 @@ def correlation_ci(x: Sequence[float], # one value per set (e.g. the set's diver
     check_choice(kind, 'kind', ('pearson', 'spearman'))
     x, y, codes = _pairs(x, y, groups)
     r = _correlate(_centred(x, codes), _centred(y, codes), kind)
-    boots = np.array([_correlate(_centred(x[i], codes if codes is None else codes[i]), _centred(y[i], codes if codes is None else codes[i]), kind)
-                      for i in _resamples(codes, len(x), check_int(n_boot, 'n_boot', 100), seed)])
+    boots = _boot_r(x, y, codes, kind, _resamples(codes, len(x), check_int(n_boot, 'n_boot', 100), seed))
     lo, hi = np.nanquantile(boots, [(1 - level)/2, (1 + level)/2])
     return {'r': r, 'ci95': [float(lo), float(hi)], 'n': len(x), 'kind': kind}
 
@@ -194,7 +216,8 @@ def paired_r_difference(metric_a: Sequence[float], # metric A per set
         yc = _centred(y_[i], g)
         return abs(_correlate(_centred(a[i], g), yc, kind)) - abs(_correlate(_centred(b[i], g), yc, kind))
     full = np.arange(len(a))
-    boots = np.array([diff(i) for i in _resamples(codes, len(a), check_int(n_boot, 'n_boot', 100), seed)])
+    idx = _resamples(codes, len(a), check_int(n_boot, 'n_boot', 100), seed)
+    boots = np.abs(_boot_r(a, y_, codes, kind, idx)) - np.abs(_boot_r(b, y_, codes, kind, idx))
     lo, hi = np.nanquantile(boots, [(1 - level)/2, (1 + level)/2])
     return {'difference': float(diff(full)), 'ci95': [float(lo), float(hi)], 'n': len(a), 'kind': kind,
             'r_a': _correlate(_centred(a, codes), _centred(y_, codes), kind), 'r_b': _correlate(_centred(b, codes), _centred(y_, codes), kind)}
