@@ -362,8 +362,8 @@ def _distinct_rows(R: np.ndarray) -> np.ndarray | None:
 
 # %% ../../nbs/04_neighbors.ipynb #96e1669a
 def _float32(A: np.ndarray) -> np.ndarray:
-    "A itself when it is float32, else one float32 copy of it, written block by block."
-    if A.dtype == np.float32: return A
+    "One float32 copy of a float16 A, written block by block; any other A itself."
+    if A.dtype != np.float16: return A
     out = np.empty(A.shape, dtype=np.float32)
     rows = _block_rows(A.shape[1], _BLOCK_BYTES)
     for s in range(0, len(A), rows): out[s:s + rows] = A[s:s + rows]
