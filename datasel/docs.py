@@ -121,14 +121,18 @@ def public_api(namespace: dict, # an exported module's globals
     return [o for o in objs if callable(o) and getattr(o, '__module__', None) == name]
 
 # %% ../nbs/35_docs.ipynb #a7c3e5d1
-RESULTS_MARK = re.compile(r'^<!-- results: (\S+) -->$', re.M)   # a line of index.ipynb's markdown: the claims table of that folder
+RESULTS_MARK = re.compile(r'^<!-- results: (\S+) -->[ \t]*$', re.M)   # a line of index.ipynb's markdown: the claims table of that folder
 
 def expand_results(markdown: str, # a markdown cell's source
                    root: str | Path, # the project root the folders are relative to
                   ) -> str:
     "Replace every `<!-- results: FOLDER -->` line by the table of the claims under root/FOLDER (`datasel.reproduce.claims_table`)."
     from datasel.reproduce import claims_table
-    return RESULTS_MARK.sub(lambda m: claims_table(Path(root)/m[1]).rstrip('\n'), markdown)
+    def table(m):
+        folder = Path(root)/m[1]
+        if not folder.is_dir(): raise InputError(f'<!-- results: {m[1]} -->: no folder {folder}')
+        return claims_table(folder).rstrip('\n')
+    return RESULTS_MARK.sub(table, markdown)
 
 
 # %% ../nbs/35_docs.ipynb #bbe66031

@@ -158,7 +158,8 @@ def claims_table(out_root: str | Path, # folder holding <experiment>/results.jso
     found, _ = _collect(Path(out_root))
     if not found: return f'No results in `{Path(out_root).name}/` yet: run `make reproduce`.\n'
     scales = sorted({r['scale'] for _, r, _, _ in found})
-    lines = [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
+    lines = [x for s in scales if s in UNDECIDING_SCALES for x in (_banner(s), '')]   # a table of ci results says so
+    lines += [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
              '| experiment | claim | paper | ours [95 % CI] | n | verdict |', '|---|---|---|---|---|---|']
     for _, r, _, folder in found:
         lines += [f"| {folder} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |" for c in r['claims']]
@@ -176,9 +177,7 @@ def write_report(root: Path | None = None, # project root
              'paired by seed (or a correlation over sets) with its 95 % interval: **reproduced** when the interval lies on '
              "the paper's side of 0, **refuted** when on the other side, **inconclusive** when it spans 0, and **instrument "
              "blind** when the experiment's control was not detected.", '']
-    for s in sorted({r['scale'] for _, r, _, _ in found}):
-        if s in UNDECIDING_SCALES: parts += [_banner(s), '']
-    if found: parts += [claims_table(fig)]
+    if found: parts += [claims_table(fig)]   # headed by the banner of an undeciding scale
     parts += [results_table(r, run, folder) for _, r, run, folder in found] + broken
     if not found and not broken: parts.append('No results yet: run `make reproduce`.')
     fig.mkdir(parents=True, exist_ok=True)

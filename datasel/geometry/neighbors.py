@@ -377,7 +377,7 @@ def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
                     *,
                     index: str = 'auto', # 'auto' (see `knn_index`) | 'exact' | 'ivf' | 'hnsw'
                     seed: int = 0, # seed of the IVF training sample
-                    float32_copy: bool = False, # search one float32 copy of a float16 X (twice its size in RAM) instead of converting rows at every read
+                    float32_copy: bool = False, # search with one float32 copy of a float16 X (twice its size in RAM) instead of converting its rows at every read
                    ) -> np.ndarray:
     "a_i: mean squared L2 distance from each row to its K nearest reference rows after the first hit, float64 (n,)."
     backend = _resolve_backend(backend)
@@ -391,8 +391,9 @@ def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
                          f'{"distinct " if dedup_reference else ""}reference rows, got {len(R)}')
     index = knn_index(len(R), X.shape[1], len(X), index, backend)
     if float32_copy:   # the IVF search reads every query once per probed list, the exact one X once per block of queries
-        same = R is X
-        X = _float32(X); R = X if same else _float32(R)
+        same = R is X   # a reference of its own (given, or X without its duplicates) stays as it is: one copy at most
+        X = _float32(X)
+        if same: R = X
     D, _ = _knn_arrays(X, R, int(neighbors) + 1, 'sqeuclidean', backend, index, seed=seed)
     return D[:, 1:].astype(np.float64).mean(axis=1)
 
@@ -406,7 +407,7 @@ def knn_density(X, # rows to score (n, d), in memory or memory-mapped
                 *,
                 index: str = 'auto', # 'auto' (see `knn_index`) | 'exact' | 'ivf' | 'hnsw'
                 seed: int = 0, # seed of the IVF training sample
-                float32_copy: bool = False, # search one float32 copy of a float16 X (twice its size in RAM) instead of converting rows at every read
+                float32_copy: bool = False, # search with one float32 copy of a float16 X (twice its size in RAM) instead of converting its rows at every read
                ) -> np.ndarray:
     "NovelSum's density 1/(a_i + eps)**power, float32 (n,)."
     if isinstance(power, bool) or not isinstance(power, numbers.Real) or not np.isfinite(power):
