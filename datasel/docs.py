@@ -126,8 +126,8 @@ RESULTS_MARK = re.compile(r'^<!-- results: (\S+) -->[ \t]*$', re.M)   # a line o
 def expand_results(markdown: str, # a markdown cell's source
                    root: str | Path, # the project root the folders are relative to
                   ) -> str:
-    "Replace every `<!-- results: FOLDER -->` line by the table of the claims under root/FOLDER (`datasel.reproduce.claims_table`)."
-    from datasel.reproduce import claims_table
+    "Replace every `<!-- results: FOLDER -->` line by the table of the claims under root/FOLDER (`datasel.experiments.claims_table`)."
+    from datasel.experiments import claims_table
     def table(m):
         folder = Path(root)/m[1]
         if not folder.is_dir(): raise InputError(f'<!-- results: {m[1]} -->: no folder {folder}')

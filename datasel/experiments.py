@@ -18,7 +18,8 @@ __all__ = ['SCALES', 'COMMITTED_SCALE', 'UNDECIDING_SCALES', 'VERDICTS', 'CORRUP
            'paired_difference', 'control_detected', 'verdict', 'judge', 'compare', 'correlation_ci',
            'paired_r_difference', 'retest_reliability', 'control_result', 'positive_control', 'duplicate_rows',
            'corrupt_answers', 'cluster_losses', 'heldout_clusters', 'TextInstrument', 'VisionInstrument',
-           'sharegpt_split', 'project_root', 'validate_results', 'make_results', 'save_results', 'experiment_dir']
+           'sharegpt_split', 'project_root', 'validate_results', 'make_results', 'save_results', 'experiment_dir',
+           'claims_table']
 
 # %% ../nbs/32_experiments.ipynb #82e2b1b8
 SCALES = ('ci', 'cpu', 'cpu-full', 'gpu')
@@ -492,3 +493,46 @@ def experiment_dir(out_dir: str | os.PathLike | None, # folder given by papermil
         p = project_root()/'runs'/scale/paper
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+# %% ../nbs/32_experiments.ipynb #b81d2f47
+import json
+
+def _fmt(v) -> str:
+    "A value for a table cell."
+    if v is None: return '—'
+    if isinstance(v, float): return f'{v:.4g}'
+    return str(v).replace('|', '/')
+
+def _ci(ci) -> str:
+    "[lo, hi] as text."
+    return '—' if not ci else f'[{_fmt(float(ci[0]))}, {_fmt(float(ci[1]))}]'
+
+def _banner(scale: str) -> str:
+    "The warning a report made at an undeciding scale carries."
+    return (f'> **Scale `{scale}` is too small to decide anything**: these numbers check that the notebooks run, '
+            f'not the papers. The verdicts of the committed reproduction come from scale `{COMMITTED_SCALE}`.')
+
+def _collect(fig: Path) -> tuple[list, list[str]]:
+    "`(order, results, run, folder)` of every `<folder>/results.json` under `fig`, in the order of the experiment notebooks, and a note per file that breaks the schema."
+    found, broken = [], []
+    for rj in Path(fig).glob('*/results.json'):
+        run = json.loads((rj.parent/'run.json').read_text()) if (rj.parent/'run.json').exists() else None
+        order = Path(run['notebook']).name if run and run.get('notebook') else rj.parent.name
+        try: found.append((order, validate_results(json.loads(rj.read_text())), run, rj.parent.name))
+        except (InputError, json.JSONDecodeError) as e: broken.append(f'- `{rj.parent.name}/results.json` does not follow the results schema ({e}); re-run its notebook.')
+    found.sort(key=lambda t: (t[0], t[3]))
+    return found, broken
+
+def claims_table(out_root: str | Path, # folder holding <experiment>/results.json (e.g. figures/)
+                ) -> str:
+    "Every claim under `out_root` as one markdown table: experiment folder, claim, paper, ours [95 % CI], n, verdict; headed by the scale(s) it was made at."
+    found, _ = _collect(Path(out_root))
+    if not found: return f'No results in `{Path(out_root).name}/` yet: run `make reproduce`.\n'
+    scales = sorted({r['scale'] for _, r, _, _ in found})
+    lines = [x for s in scales if s in UNDECIDING_SCALES for x in (_banner(s), '')]   # a table of ci results says so
+    lines += [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
+             '| experiment | claim | paper | ours [95 % CI] | n | verdict |', '|---|---|---|---|---|---|']
+    for _, r, _, folder in found:
+        lines += [f"| {folder} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |" for c in r['claims']]
+    return '\n'.join(lines) + '\n'
+

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse, json, os, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from .core import InputError, atomic_write, check_choice
-from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, validate_results, project_root
+from .core import atomic_write, check_choice
+from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, project_root
+from .experiments import _banner, _ci, _collect, _fmt, claims_table   # the results tables the README shares
 
 # %% auto #0
 __all__ = ['find_experiments', 'paper_name', 'output_root', 'run_experiment', 'previous_wall_time', 'eta_seconds',
-           'progress_line', 'results_table', 'claims_table', 'write_report', 'main']
+           'progress_line', 'results_table', 'write_report', 'main']
 
 # %% ../nbs/31_reproduce.ipynb #37498d59
 def find_experiments(root: Path, only: list[str] | None = None) -> list[Path]:
@@ -93,27 +94,12 @@ def progress_line(i: int, n: int, name: str, elapsed: float, eta: float | None) 
     return f'[{i}/{n}] {name} - elapsed {_clock(elapsed)}, ETA ' + ('unknown' if eta is None else _clock(eta))
 
 # %% ../nbs/31_reproduce.ipynb #78d41611
-def _fmt(v) -> str:
-    "A value for a table cell."
-    if v is None: return '—'
-    if isinstance(v, float): return f'{v:.4g}'
-    return str(v).replace('|', '/')
-
-def _ci(ci) -> str:
-    "[lo, hi] as text."
-    return '—' if not ci else f'[{_fmt(float(ci[0]))}, {_fmt(float(ci[1]))}]'
-
 def _control_cell(claim: dict, controls: list[dict]) -> str:
     "The control a claim rests on: detected or not, with its effect."
     names = claim.get('controls') or [c['name'] for c in controls]
     rows = [c for c in controls if c['name'] in names]
     if not rows: return 'none'
     return '; '.join(f"{c['name']}: {'detected' if c['detected'] else '**not detected**'} ({_fmt(c['effect'])} {_ci(c['ci95'])})" for c in rows)
-
-def _banner(scale: str) -> str:
-    "The warning a report made at an undeciding scale carries."
-    return (f'> **Scale `{scale}` is too small to decide anything**: these numbers check that the notebooks run, '
-            f'not the papers. The verdicts of the committed reproduction come from scale `{COMMITTED_SCALE}`.')
 
 def results_table(res: dict, run: dict | None, folder: str | None = None) -> str:
     "Markdown section for one experiment (its figures in `folder`, default: the paper's name): its controls, and its claims beside our numbers with intervals and verdicts."
@@ -139,30 +125,6 @@ def results_table(res: dict, run: dict | None, folder: str | None = None) -> str
     if notes: lines += [''] + notes
     figs = res.get('figures', [])
     if figs: lines += [''] + [f"![{Path(f).stem}]({folder or res.get('paper', '')}/{f})" for f in figs]
-    return '\n'.join(lines) + '\n'
-
-def _collect(fig: Path) -> tuple[list, list[str]]:
-    "`(order, results, run, folder)` of every `<folder>/results.json` under `fig`, in the order of the experiment notebooks, and a note per file that breaks the schema."
-    found, broken = [], []
-    for rj in Path(fig).glob('*/results.json'):
-        run = json.loads((rj.parent/'run.json').read_text()) if (rj.parent/'run.json').exists() else None
-        order = Path(run['notebook']).name if run and run.get('notebook') else rj.parent.name
-        try: found.append((order, validate_results(json.loads(rj.read_text())), run, rj.parent.name))
-        except (InputError, json.JSONDecodeError) as e: broken.append(f'- `{rj.parent.name}/results.json` does not follow the results schema ({e}); re-run its notebook.')
-    found.sort(key=lambda t: (t[0], t[3]))
-    return found, broken
-
-def claims_table(out_root: str | Path, # folder holding <experiment>/results.json (e.g. figures/)
-                ) -> str:
-    "Every claim under `out_root` as one markdown table: experiment folder, claim, paper, ours [95 % CI], n, verdict; headed by the scale(s) it was made at."
-    found, _ = _collect(Path(out_root))
-    if not found: return f'No results in `{Path(out_root).name}/` yet: run `make reproduce`.\n'
-    scales = sorted({r['scale'] for _, r, _, _ in found})
-    lines = [x for s in scales if s in UNDECIDING_SCALES for x in (_banner(s), '')]   # a table of ci results says so
-    lines += [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',
-             '| experiment | claim | paper | ours [95 % CI] | n | verdict |', '|---|---|---|---|---|---|']
-    for _, r, _, folder in found:
-        lines += [f"| {folder} | {_fmt(c['claim'])} | {_fmt(c['paper'])} | {_fmt(c['ours'])} {_ci(c['ci95'])} | {c['n_seeds']} | {c['verdict']} |" for c in r['claims']]
     return '\n'.join(lines) + '\n'
 
 def write_report(root: Path | None = None, # project root
