@@ -132,14 +132,11 @@ def compare(claim: str, # what the paper claims, e.g. 'kMQ beats Random'
 # %% ../nbs/32_experiments.ipynb #bdb55258
 def _correlate(x: np.ndarray, y: np.ndarray, kind: str) -> float:
     "Pearson or Spearman r of two vectors (NaN when either is constant)."
-    if np.ptp(x) == 0 or np.ptp(y) == 0: return float('nan')
-    if kind == 'spearman': x, y = stats.rankdata(x), stats.rankdata(y)
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(_correlate_rows(x[None], y[None], kind)[0])
 
 def _centred(v: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
     "`v` minus its mean within each group (unchanged without groups)."
-    if codes is None: return v
-    return v - (np.bincount(codes, v)/np.bincount(codes))[codes]
+    return _centred_rows(v[None], codes)[0]
 
 def _correlate_rows(X: np.ndarray, Y: np.ndarray, kind: str) -> np.ndarray:
     "Pearson or Spearman r of every row of X with the same row of Y, (B, n) each; NaN where either row is constant."
@@ -212,15 +209,10 @@ def paired_r_difference(metric_a: Sequence[float], # metric A per set
     check_choice(kind, 'kind', ('pearson', 'spearman'))
     a, y_, codes = _pairs(metric_a, y, groups)
     b, _, _ = _pairs(metric_b, y, groups)
-    def diff(i):
-        g = None if codes is None else codes[i]
-        yc = _centred(y_[i], g)
-        return abs(_correlate(_centred(a[i], g), yc, kind)) - abs(_correlate(_centred(b[i], g), yc, kind))
-    full = np.arange(len(a))
-    idx = _resamples(codes, len(a), check_int(n_boot, 'n_boot', 100), seed)
-    boots = np.abs(_boot_r(a, y_, codes, kind, idx)) - np.abs(_boot_r(b, y_, codes, kind, idx))
+    diff = lambda idx: np.abs(_boot_r(a, y_, codes, kind, idx)) - np.abs(_boot_r(b, y_, codes, kind, idx))
+    boots = diff(_resamples(codes, len(a), check_int(n_boot, 'n_boot', 100), seed))
     lo, hi = np.nanquantile(boots, [(1 - level)/2, (1 + level)/2])
-    return {'difference': float(diff(full)), 'ci95': [float(lo), float(hi)], 'n': len(a), 'kind': kind,
+    return {'difference': float(diff(np.arange(len(a))[None])[0]), 'ci95': [float(lo), float(hi)], 'n': len(a), 'kind': kind,
             'r_a': _correlate(_centred(a, codes), _centred(y_, codes), kind), 'r_b': _correlate(_centred(b, codes), _centred(y_, codes), kind)}
 
 # %% ../nbs/32_experiments.ipynb #cb46b925
@@ -527,7 +519,10 @@ def claims_table(out_root: str | Path, # folder holding <experiment>/results.jso
                 ) -> str:
     "Every claim under `out_root` as one markdown table: experiment folder, claim, paper, ours [95 % CI], n, verdict; headed by the scale(s) it was made at."
     found, _ = _collect(Path(out_root))
-    if not found: return f'No results in `{Path(out_root).name}/` yet: run `make reproduce`.\n'
+    return _claims_lines(found) if found else f'No results in `{Path(out_root).name}/` yet: run `make reproduce`.\n'
+
+def _claims_lines(found: list) -> str:
+    "The claims table of `_collect`'s results (at least one)."
     scales = sorted({r['scale'] for _, r, _, _ in found})
     lines = [x for s in scales if s in UNDECIDING_SCALES for x in (_banner(s), '')]   # a table of ci results says so
     lines += [f"Made at scale{'s' if len(scales) > 1 else ''} " + ', '.join(f'`{s}`' for s in scales) + '.', '',

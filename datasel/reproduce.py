@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from .core import atomic_write, check_choice
 from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, project_root
-from .experiments import _banner, _ci, _collect, _fmt, claims_table   # the results tables the README shares
+from .experiments import _banner, _ci, _claims_lines, _collect, _fmt   # the results tables the README shares
 
 # %% auto #0
 __all__ = ['find_experiments', 'paper_name', 'output_root', 'run_experiment', 'previous_wall_time', 'eta_seconds',
@@ -139,7 +139,7 @@ def write_report(root: Path | None = None, # project root
              'paired by seed (or a correlation over sets) with its 95 % interval: **reproduced** when the interval lies on '
              "the paper's side of 0, **refuted** when on the other side, **inconclusive** when it spans 0, and **instrument "
              "blind** when the experiment's control was not detected.", '']
-    if found: parts += [claims_table(fig)]   # headed by the banner of an undeciding scale
+    if found: parts += [_claims_lines(found)]   # headed by the banner of an undeciding scale
     parts += [results_table(r, run, folder) for _, r, run, folder in found] + broken
     if not found and not broken: parts.append('No results yet: run `make reproduce`.')
     fig.mkdir(parents=True, exist_ok=True)
