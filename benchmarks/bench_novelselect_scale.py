@@ -9,7 +9,8 @@ and the selection's progress every 100 picks, so a killed run leaves its partial
   density   NovelSum's kNN density, sigma = (mean squared L2 distance to the 10 nearest rows after the first hit
             + 1e-9)^-0.5, from an approximate index. --density ivf (default) is what `novelselect(..., index='auto')`
             runs at this size: `datasel.geometry.neighbors.knn(X, 10, metric='sqeuclidean', index='ivf')`, faiss IVF
-            with float16 storage, 4 sqrt(n) lists, 16 probed, the candidates re-scored exactly. --density hnsw-m16 is
+            with float16 storage, 4 sqrt(n) lists, 16 probed, the candidates re-scored exactly (--float32-copy: from one
+            float32 copy of the file, as novelselect does when its unit rows are float32). --density hnsw-m16 is
             the earlier run's own faiss IndexHNSWFlat (M = 16, efConstruction 40, efSearch 64).
   recall    --recall-queries random rows searched exactly (blockwise matrix products over the whole file):
             recall@10 of the HNSW neighbours and the relative error of sigma.
@@ -104,15 +105,19 @@ def hnsw_density(
     return sigma, ids, {'build_s': t_build, 'search_s': t_search, 'M': M, 'ef_construction': ef_construction, 'ef_search': ef_search}
 
 
-def ivf_density(X: np.ndarray, neighbors: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
+def ivf_density(X: np.ndarray, neighbors: int = 10, float32_copy: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     "sigma from the library's IVF search (what novelselect's index='auto' runs here); also the neighbour ids, and the time."
     from datasel.geometry.neighbors import IVF_NPROBE, _ivf_lists, knn
 
     t0 = time.perf_counter()
-    sqdist, ids = knn(X, neighbors, metric='sqeuclidean', index='ivf')
+    sqdist, ids = knn(X, neighbors, metric='sqeuclidean', index='ivf', float32_copy=float32_copy)
     sigma = (1.0 / (sqdist.astype(np.float64).mean(axis=1) + 1e-9) ** 0.5).astype(np.float32)
     ids = np.concatenate([np.arange(len(X))[:, None], ids], axis=1)  # self first, as the HNSW search returns it
-    return sigma, ids, {'build_and_search_s': time.perf_counter() - t0, 'lists': _ivf_lists(len(X)), 'nprobe': IVF_NPROBE}
+    return (
+        sigma,
+        ids,
+        {'build_and_search_s': time.perf_counter() - t0, 'lists': _ivf_lists(len(X)), 'nprobe': IVF_NPROBE, 'float32_copy': float32_copy},
+    )
 
 
 def exact_neighbours(X: np.ndarray, queries: np.ndarray, neighbors: int = 10, block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +147,9 @@ def main():
     p.add_argument('--lookahead', type=int, default=16)
     p.add_argument('--density', choices=('ivf', 'hnsw-m16'), default='ivf')
     p.add_argument('--recall-queries', type=int, default=200)
+    p.add_argument(
+        '--float32-copy', action='store_true', help='IVF density: search one float32 copy of the float16 file (2x its size in RAM)'
+    )
     p.add_argument('--out', default=str(OUT))
     a = p.parse_args()
     import faiss
@@ -181,7 +189,7 @@ def main():
     report.phase('write', wall_s=time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    sigma, hnsw_ids, figures = ivf_density(X) if a.density == 'ivf' else hnsw_density(X)
+    sigma, hnsw_ids, figures = ivf_density(X, float32_copy=a.float32_copy) if a.density == 'ivf' else hnsw_density(X)
     report.phase('density', wall_s=time.perf_counter() - t0, **figures)
     np.save(folder / f'sigma_{a.density}.npy', sigma)
 

@@ -14,8 +14,8 @@ from scipy import stats
 from .core import DataselError, InputError, as_labels, atomic_write, check_choice, check_int, check_number, dumps_json, make_rng
 
 # %% auto #0
-__all__ = ['SCALES', 'COMMITTED_SCALE', 'UNDECIDING_SCALES', 'VERDICTS', 'CORRUPTIONS', 'REFUSAL', 'resolve_sizes', 'mean_ci',
-           'paired_difference', 'control_detected', 'verdict', 'judge', 'compare', 'correlation_ci',
+__all__ = ['SCALES', 'COMMITTED_SCALE', 'UNDECIDING_SCALES', 'VERDICTS', 'CORRUPTIONS', 'REFUSAL', 'resolve_sizes', 'choose_arms',
+           'mean_ci', 'paired_difference', 'control_detected', 'verdict', 'judge', 'compare', 'correlation_ci',
            'paired_r_difference', 'retest_reliability', 'control_result', 'positive_control', 'duplicate_rows',
            'corrupt_answers', 'cluster_losses', 'heldout_clusters', 'TextInstrument', 'VisionInstrument',
            'sharegpt_split', 'project_root', 'validate_results', 'make_results', 'save_results', 'experiment_dir',
@@ -36,6 +36,19 @@ def resolve_sizes(scale: str, # one of SCALES
     unknown = sorted(set(given) - set(table[scale]))
     if unknown: raise InputError(f'{unknown}: not parameters of this experiment (it has {sorted(table[scale])})')
     return {k: (v if given.get(k) is None else given[k]) for k, v in table[scale].items()}
+
+def choose_arms(chosen: str | Sequence[str] | None, # 'all' or None: every one; else the names to run
+                available: Sequence[str], # every arm (or track) the experiment has, in its order
+                what: str = 'arms', # what the names are, for the error message
+               ) -> list[str]:
+    "The arms (or tracks) a run trains, in the experiment's order: all of them for `'all'` or None, else the named ones."
+    if chosen is None or (isinstance(chosen, str) and chosen == 'all'): return list(available)
+    names = [chosen] if isinstance(chosen, str) else list(chosen)
+    if not names: raise InputError(f"{what}: empty; name at least one of {list(available)}, or 'all'")
+    unknown = [a for a in names if a not in available]
+    if unknown: raise InputError(f"{what}: {unknown} not in this experiment; it has {list(available)} (or 'all')")
+    return [a for a in available if a in names]
+
 
 # %% ../nbs/32_experiments.ipynb #cb9daf0e
 def mean_ci(values: Sequence[float] | np.ndarray, # one value per seed (or per bootstrap unit)

@@ -42,7 +42,7 @@ def run_experiment(nb: Path, # experiment notebook
                    scale: str = 'cpu', # one of SCALES
                    root: Path | None = None, # project root
                    kernel: str = 'datasel', # Jupyter kernel name (registered inside the venv by `make install`)
-                   timeout: int = 10800, # outer limit for the whole run, seconds (kMQ at `cpu` takes 60-90 min)
+                   timeout: int = 10800, # outer limit for the whole run, seconds (kMQ at `cpu-full` takes 60-90 min)
                    params: dict | None = None, # extra parameters of the notebook (JSON values), e.g. {'model': ...}
                    out: str | os.PathLike | None = None, # output root ('figures', a folder); None = the scale's default
                   ) -> dict:

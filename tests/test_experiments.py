@@ -6,6 +6,7 @@ import pytest
 
 from datasel.core import InputError
 from datasel.experiments import (
+    choose_arms,
     compare,
     control_result,
     correlation_ci,
@@ -194,6 +195,17 @@ def test_bad_inputs_name_the_argument():
         verdict([0, 1], direction=0)
     with pytest.raises(InputError, match='scale'):
         resolve_sizes('huge', {'ci': {}})
+
+
+def test_choose_arms_keeps_the_experiments_order_and_names_what_is_wrong():
+    every = ['Random', 'kMQ (IFD)', 'QDIT (IFD)', 'k-Center']
+    assert choose_arms('all', every) == every and choose_arms(None, every) == every
+    assert choose_arms(['k-Center', 'kMQ (IFD)'], every) == ['kMQ (IFD)', 'k-Center']
+    assert choose_arms('QDIT (IFD)', every) == ['QDIT (IFD)']
+    with pytest.raises(InputError, match=r"arms: \['kmq'\] not in this experiment"):
+        choose_arms(['kmq', 'Random'], every)
+    with pytest.raises(InputError, match='tracks: empty'):
+        choose_arms([], ['text', 'vision'], what='tracks')
 
 
 def test_instruments_give_the_same_numbers_on_a_second_run():

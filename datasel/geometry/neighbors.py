@@ -329,6 +329,7 @@ def knn(X, # reference rows (n, d), in memory or memory-mapped
         *,
         index: str = 'auto', # 'auto' (see `knn_index`) | 'exact' | 'ivf' | 'hnsw'
         seed: int = 0, # seed of the IVF training sample
+        float32_copy: bool = False, # search with one float32 copy of float16 queries (X itself when searching X) instead of converting rows at every read
        ) -> tuple[np.ndarray, np.ndarray]:
     "The `k` nearest rows of `X` to each query: (values float32 (nq, k), indices int64 (nq, k)), best first."
     if metric not in KNN_METRICS: raise InputError(f'metric: expected one of {KNN_METRICS}, got {metric!r}')
@@ -339,6 +340,9 @@ def knn(X, # reference rows (n, d), in memory or memory-mapped
     drop = exclude_self if self_search else drop_first
     k = _check_k(k, len(X), self_search or drop_first, drop)
     index = knn_index(len(X), X.shape[1], len(Q), index, backend)
+    if float32_copy:   # as mean_knn_sqdist: given queries are converted, a separate X stays as it is (one copy at most)
+        Q = _float32(Q)
+        if self_search: X = Q
     D, I = _knn_arrays(Q, X, k + drop, metric, backend, index, seed=seed)
     return (D[:, 1:], I[:, 1:]) if drop else (D, I)
 

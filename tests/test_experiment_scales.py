@@ -1,0 +1,107 @@
+"""`cpu` trains a subset of `cpu-full`'s runs (the same sizes and seeds, fewer arms, tracks or ratios), so the claims a
+`cpu` run judges carry the numbers `cpu-full` reaches from the same runs. Checked on each notebook's table of sizes, and
+by running every experiment notebook at `ci` twice, with every arm and with the `cpu` subset."""
+
+import ast, json, subprocess, sys
+from pathlib import Path
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / 'nbs' / 'experiments').glob('0*.ipynb'))
+SUBSET_KEYS = {'arms', 'tracks'}  # names of what a run trains: cpu names some, cpu-full 'all'
+SHARE_KEYS = {'curve_ratios', 'ratios'}  # shares trained: cpu's are some of cpu-full's
+# the cpu subset of each notebook at ci sizes (DataTailor's ci ratios are not cpu's)
+CI_SUBSETS = {
+    '01_novelsum': {'tracks': ['vision']},
+    '02_kmq': {'arms': ['kMQ (IFD)']},
+    '03_presel': {'arms': ['PreSel']},
+    '04_datatailor': {'arms': ['Random', 'DataTailor (paper)', 'DataTailor (official)'], 'ratios': [0.15]},
+}
+
+
+def sizes_table(nb: Path) -> dict:
+    "The notebook's SIZES table (scale -> sizes), read from its source without running it."
+    cells = json.loads(nb.read_text())['cells']
+    for cell in cells:
+        src = ''.join(cell['source'])
+        if cell['cell_type'] == 'code' and 'SIZES = {' in src:
+            for node in ast.parse(src).body:
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'SIZES':
+                    return eval(compile(ast.Expression(node.value), str(nb), 'eval'), {'dict': dict})
+    raise AssertionError(f'{nb.name}: no SIZES table')
+
+
+def test_every_experiment_is_covered():
+    assert [nb.stem for nb in NOTEBOOKS] == sorted(CI_SUBSETS)
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_cpu_is_a_subset_of_cpu_full(nb):
+    table = sizes_table(nb)
+    cpu, full = table['cpu'], table['cpu-full']
+    assert set(cpu) == set(full)
+    trains_less = False
+    for key, value in cpu.items():
+        if key in SUBSET_KEYS:
+            assert full[key] == 'all' and isinstance(value, list) and value, (key, value)
+            trains_less = True
+        elif key in SHARE_KEYS:
+            assert set(value) <= set(full[key]), (key, value, full[key])
+            trains_less |= set(value) < set(full[key])
+        else:
+            assert value == full[key], f'{nb.stem}: cpu {key}={value!r} but cpu-full {key}={full[key]!r}'
+    assert trains_less, f'{nb.stem}: cpu trains everything cpu-full does'
+    assert all(table[s].get(k) == 'all' for s in ('ci', 'gpu') for k in SUBSET_KEYS & set(table[s]))
+
+
+def run_ci(nb: Path, out: Path, params: dict) -> dict:
+    "Run one experiment notebook at ci with extra parameters; return its results."
+    out.mkdir(parents=True)
+    kernel = 'datasel' if 'datasel' in KernelSpecManager().find_kernel_specs() else 'python3'
+    cmd = [
+        sys.executable,
+        '-m',
+        'papermill',
+        str(nb),
+        str(out / nb.name),
+        '-k',
+        kernel,
+        '--cwd',
+        str(nb.parent),
+        '-p',
+        'scale',
+        'ci',
+        '-p',
+        'out_dir',
+        str(out),
+        '--log-level',
+        'WARNING',
+    ]
+    if params:
+        cmd += ['-y', json.dumps(params)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f'{nb.name} {params}:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}'
+    return json.loads((out / 'results.json').read_text())
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_a_subset_run_judges_its_claims_as_the_full_run_does(nb, tmp_path):
+    full = run_ci(nb, tmp_path / 'all', {})
+    part = run_ci(nb, tmp_path / 'subset', CI_SUBSETS[nb.stem])
+    for key, value in CI_SUBSETS[nb.stem].items():
+        assert part['sizes'][key] == value
+    by_claim = {c['claim']: c for c in full['claims']}
+    assert part['claims'] and len(part['claims']) < len(full['claims'])
+    for claim in part['claims']:
+        same = by_claim[claim['claim']]
+        assert (claim['ours'], claim['ci95'], claim['n_seeds'], claim['verdict']) == (
+            same['ours'],
+            same['ci95'],
+            same['n_seeds'],
+            same['verdict'],
+        ), claim['claim']
+    by_control = {c['name']: c for c in full['controls']}
+    assert part['controls']
+    for control in part['controls']:
+        assert (control['effect'], control['ci95']) == (by_control[control['name']]['effect'], by_control[control['name']]['ci95'])
