@@ -1,7 +1,7 @@
 """The text instrument's power per causal LM: does a base model (gemma-3-270m, pretrained only) see the known
 manipulations better than the instruction-tuned SmolLM2-135M-Instruct, and at what cost?
 
-The setting is the kMQ experiment's at `cpu` scale (nbs/experiments/02_kmq.ipynb): 512 first exchanges of the packaged
+The setting is the kMQ experiment's at `cpu-full` scale (nbs/experiments/02_kmq.ipynb): 512 first exchanges of the packaged
 ShareGPT with 25 % of the answers replaced by one canned refusal, 500 clean held-out exchanges in 10 k-means clusters
 (all-MiniLM-L6-v2 embeddings), LoRA on the top 2 layers, 128 selected examples x 2 epochs, 64 tokens, the held-out
 loss macro-averaged over the clusters. Per seed and per model, three arms:

@@ -152,6 +152,8 @@ def main():
     )
     p.add_argument('--out', default=str(OUT))
     a = p.parse_args()
+    if a.float32_copy and a.density != 'ivf':
+        p.error('--float32-copy: only the IVF density (--density ivf) searches a float32 copy')
     import faiss
 
     faiss.omp_set_num_threads(int(a.threads))

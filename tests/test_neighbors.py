@@ -539,3 +539,24 @@ def test_distinct_rows_matches_unique():
     keep = nb._distinct_rows(X)
     np.testing.assert_array_equal(keep, np.sort(np.unique(X, axis=0, return_index=True)[1]))
     assert nb._distinct_rows(np.unique(X, axis=0)) is None
+
+
+@pytest.mark.parametrize('self_search', [True, False])
+def test_knn_float32_copy_searches_float32_rows_and_one_copy_at_most(monkeypatch, self_search):
+    X = np.random.default_rng(5).standard_normal((400, 16)).astype(np.float16)
+    queries = None if self_search else X[:40]
+    seen = []
+    real = nb._knn_arrays
+
+    def spy(Q, R, *args, **kwargs):
+        seen.append((Q.dtype, R.dtype, Q is R))
+        return real(Q, R, *args, **kwargs)
+
+    monkeypatch.setattr(nb, '_knn_arrays', spy)
+    plain = nb.knn(X, 5, queries=queries, metric='sqeuclidean')
+    copied = nb.knn(X, 5, queries=queries, metric='sqeuclidean', float32_copy=True)
+    np.testing.assert_array_equal(copied[1], plain[1])
+    np.testing.assert_allclose(copied[0], plain[0], rtol=1e-6)
+    assert seen[0][:2] == (np.float16, np.float16)
+    # the queries become float32; in a self-search X is that same copy, else X stays float16 (one copy at most)
+    assert seen[1] == ((np.float32, np.float32, True) if self_search else (np.float32, np.float16, False))
