@@ -58,6 +58,7 @@ def test_the_committed_figures_are_cpu_full(nb):
     results = json.loads((ROOT / 'figures' / paper / 'results.json').read_text())
     full = {k: list(v) if isinstance(v, tuple) else v for k, v in sizes_table(nb)['cpu-full'].items()}
     assert {k: v for k, v in results['sizes'].items() if k not in SUBSET_KEYS} == {k: v for k, v in full.items() if k not in SUBSET_KEYS}
+    assert results['scale'] == 'cpu-full'
     assert all(results['sizes'].get(k, 'all') == 'all' for k in SUBSET_KEYS)
 
 
