@@ -240,3 +240,25 @@ def test_bad_inputs(pool):
         novelselect(pool, 5, density_pool=pool[:10])
     with pytest.raises(TypeError):
         novelselect(pool, 5, 10)  # options are keyword-only
+
+
+def test_memory_model_counts_the_deduplicated_reference(monkeypatch):
+    X, _ = clustered(15, n=400, d=16)
+    X = np.concatenate([X, X[:100]])  # 100 duplicate rows: the density searches a copy of the 400 distinct ones
+    plain = memory_needed(500, 16, 2, index='exact')
+    sel = novelselect(X, 2, index='exact')
+    assert sel.info['memory_bytes']['density'] == plain['density'] + 400 * 16 * 4
+    np.testing.assert_array_equal(sel.per_pick['density'], knn_density(X, None, 10, power=0.5)[sel.indices])
+    distinct = novelselect(X[:400], 2, index='exact').info['memory_bytes']['density']
+    assert distinct == memory_needed(400, 16, 2, index='exact')['density']  # no duplicates: no copy
+    import datasel.geometry.neighbors as nb
+
+    searched = []
+    monkeypatch.setattr(nb, '_knn_arrays', lambda *a, **k: searched.append(1))
+    limit = plain['total'] + 400 * 16 * 4 - 1  # fits without the copy, not with it
+    assert plain['total'] <= limit
+    with pytest.raises(InputError, match='memory: NovelSelect on 500 x 16'):
+        novelselect(X, 2, index='exact', memory_limit=limit)
+    assert not searched  # refused before the density's search
+    with pytest.raises(InputError, match='needs more than 10 distinct rows, got 5'):
+        novelselect(np.tile(X[:5], (4, 1)), 2)

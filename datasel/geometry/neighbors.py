@@ -340,9 +340,7 @@ def knn(X, # reference rows (n, d), in memory or memory-mapped
     drop = exclude_self if self_search else drop_first
     k = _check_k(k, len(X), self_search or drop_first, drop)
     index = knn_index(len(X), X.shape[1], len(Q), index, backend)
-    if float32_copy:   # as mean_knn_sqdist: given queries are converted, a separate X stays as it is (one copy at most)
-        Q = _float32(Q)
-        if self_search: X = Q
+    if float32_copy: Q, X = _float32_queries(Q, X)
     D, I = _knn_arrays(Q, X, k + drop, metric, backend, index, seed=seed)
     return (D[:, 1:], I[:, 1:]) if drop else (D, I)
 
@@ -373,6 +371,11 @@ def _float32(A: np.ndarray) -> np.ndarray:
     for s in range(0, len(A), rows): out[s:s + rows] = A[s:s + rows]
     return out
 
+def _float32_queries(Q: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "(Q, R) with Q as one float32 copy; R is that copy when it was Q, else R itself (one copy at most)."
+    Q32 = _float32(Q)
+    return Q32, (Q32 if R is Q else R)
+
 def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
                     reference=None, # pool (m, d) the neighbours come from; None: X itself
                     neighbors: int = 10, # K, neighbours averaged
@@ -394,10 +397,7 @@ def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
         raise InputError(f'neighbors: {neighbors} neighbours (+1 dropped) need at least {neighbors + 1} '
                          f'{"distinct " if dedup_reference else ""}reference rows, got {len(R)}')
     index = knn_index(len(R), X.shape[1], len(X), index, backend)
-    if float32_copy:   # the IVF search reads every query once per probed list, the exact one X once per block of queries
-        same = R is X   # a reference of its own (given, or X without its duplicates) stays as it is: one copy at most
-        X = _float32(X)
-        if same: R = X
+    if float32_copy: X, R = _float32_queries(X, R)   # the IVF search reads every query once per probed list, the exact one X once per block
     D, _ = _knn_arrays(X, R, int(neighbors) + 1, 'sqeuclidean', backend, index, seed=seed)
     return D[:, 1:].astype(np.float64).mean(axis=1)
 

@@ -10,7 +10,7 @@ import os, time
 import numpy as np
 from ..core import (InputError, PRESET, Selection, as_embeddings, as_scores, check_choice, check_int, check_number,
                           resolve_budget, with_presets)
-from ..geometry.neighbors import knn_density, knn_index, torch_device
+from ..geometry.neighbors import _distinct_rows, knn_density, knn_index, torch_device
 from ..registry import register
 
 # %% auto #0
@@ -211,11 +211,12 @@ def memory_needed(n: int, # pool rows
                   max_bytes: int = 256 * 2**20, # one block of the official step
                   index: str = 'exact', # the density's kNN index: 'exact' | 'ivf' (reads X list by list: per-row probes and hits) | 'hnsw' (a float32 copy); 'given': none
                   x_dtype: str = 'float32', # dtype of X: with float32 unit rows, a float16 X is searched through one float32 copy (exact and IVF densities)
+                  reference_copy: int = 0, # bytes of the density's de-duplicated reference (the distinct rows, copied when the pool has duplicates)
                  ) -> dict:
     "Bytes NovelSelect holds at its peak, by part: the density phase, then the selection (the total is the larger)."
     item = np.dtype(values_dtype).itemsize
     copy = 4 * n * d if _density_copy(x_dtype, rows_dtype, index) else 0   # freed before the unit rows are made
-    parts = {'density': 0 if index == 'given' else {'ivf': 512 * n, 'hnsw': 4 * n * d}.get(index, 0) + min(2**28, 12 * n * n) + copy,
+    parts = {'density': 0 if index == 'given' else {'ivf': 512 * n, 'hnsw': 4 * n * d}.get(index, 0) + min(2**28, 12 * n * n) + copy + int(reference_copy),
              'unit_rows': n * d * np.dtype(rows_dtype).itemsize, 'per_row': 64 * n}
     if algorithm == 'incremental':
         parts['values'] = n * max(budget - 1, 1) * item + 64 * n * item
@@ -225,13 +226,14 @@ def memory_needed(n: int, # pool rows
     return parts
 
 def _check_memory(n: int, d: int, budget: int, algorithm: str, rows_dtype: str, values_dtype: str, lookahead: int,
-                  max_bytes: int, index: str, limit: int | None, x_dtype: str = 'float32') -> dict:
+                  max_bytes: int, index: str, limit: int | None, x_dtype: str = 'float32', reference_copy: int = 0) -> dict:
     "Refuse, before any long work, a call whose peak exceeds `limit` (default: the memory available now); name the options that fit."
-    need = memory_needed(n, d, budget, algorithm, rows_dtype, values_dtype, lookahead, max_bytes, index, x_dtype)
+    need = memory_needed(n, d, budget, algorithm, rows_dtype, values_dtype, lookahead, max_bytes, index, x_dtype, reference_copy)
     limit = limit if limit is not None else _available_memory()
     if limit is None or need['total'] <= limit: return need
     fits = lambda **kw: memory_needed(**{**dict(n=n, d=d, budget=budget, algorithm=algorithm, rows_dtype=rows_dtype,
-                                                values_dtype=values_dtype, lookahead=lookahead, max_bytes=max_bytes, index=index, x_dtype=x_dtype), **kw})['total'] <= limit
+                                                values_dtype=values_dtype, lookahead=lookahead, max_bytes=max_bytes, index=index, x_dtype=x_dtype,
+                                                reference_copy=reference_copy), **kw})['total'] <= limit
     dtypes = {'values_dtype': values_dtype, 'rows_dtype': rows_dtype}
     options = [f"{k}='float16'" for k, v in dtypes.items() if v == 'float32' and fits(**{k: 'float16'})]
     if not options and values_dtype == 'float32' and rows_dtype == 'float32' and fits(values_dtype='float16', rows_dtype='float16'):
@@ -255,9 +257,18 @@ def _resolve_device(device) -> str | object:
         return torch.device('cuda') if torch.cuda.is_available() else 'numpy'
     return torch_device(device)
 
+def _distinct_reference(X: np.ndarray, density_pool, neighbors: int) -> np.ndarray | None:
+    "The rows of the density's reference (`density_pool`, else X) without duplicates, or None when all are distinct: one hashing pass, before the memory check counts the copy."
+    ref = X if density_pool is None else density_pool
+    keep = _distinct_rows(ref)
+    if keep is not None and len(keep) <= neighbors:
+        raise InputError(f'neighbors: the density uses {neighbors} neighbours after dropping the first hit, so '
+                         f'{"X" if density_pool is None else "density_pool"} needs more than {neighbors} distinct rows, got {len(keep)}')
+    return None if keep is None else np.ascontiguousarray(ref[keep])
+
 def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, index: str = 'auto', seed: int = 0,
-             float32_copy: bool = False) -> np.ndarray:
-    "sigma per row: given, or NovelSum's kNN density of X against `density_pool` (X itself when None)."
+             float32_copy: bool = False, distinct=None) -> np.ndarray:
+    "sigma per row: given, or NovelSum's kNN density of X against `density_pool` (X itself when None); `distinct`: that reference de-duplicated."
     n = len(X)
     if density is not None:
         sigma = as_scores(density, n, 'density', dtype=np.float32)
@@ -267,7 +278,9 @@ def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, 
     if n_pool <= neighbors:
         raise InputError(f'neighbors: the density uses {neighbors} neighbours after dropping the first hit, so '
                          f'{"X" if density_pool is None else "density_pool"} needs more than {neighbors} rows, got {n_pool}')
-    return knn_density(X, density_pool, neighbors, power=beta, index=index, seed=seed, float32_copy=float32_copy) if beta else np.ones(n, dtype=np.float32)
+    if not beta: return np.ones(n, dtype=np.float32)
+    if distinct is not None: density_pool = distinct   # as knn_density's own de-duplication, done once ahead
+    return knn_density(X, density_pool, neighbors, power=beta, index=index, seed=seed, float32_copy=float32_copy, dedup_reference=distinct is None)
 
 # %% ../../nbs/11_novelselect.ipynb #761c29b7
 @register('novelselect', paper='NovelSum (Yang et al., ACL 2025)',
@@ -321,9 +334,11 @@ def novelselect(X, # embeddings of the pool (n, d); a memory-mapped float16 / fl
     dev = _resolve_device(device)
     knn_kind = 'given' if density is not None or beta == 0 else knn_index(n if density_pool is None else len(density_pool), d, n, index)
     x_dtype = str(X.dtype) if density_pool is None else 'float32'   # a float16 X alone is searched through one float32 copy
-    memory = _check_memory(n, d, b, algorithm, rows_dtype, values_dtype, ahead, max_bytes, knn_kind, memory_limit, x_dtype)
-
-    sigma = _density(X, density, density_pool, k_density, beta, knn_kind, seed, _density_copy(x_dtype, rows_dtype, knn_kind))
+    distinct = _distinct_reference(X, density_pool, k_density) if knn_kind != 'given' else None
+    memory = _check_memory(n, d, b, algorithm, rows_dtype, values_dtype, ahead, max_bytes, knn_kind, memory_limit, x_dtype,
+                           0 if distinct is None else distinct.nbytes)
+    sigma = _density(X, density, density_pool, k_density, beta, knn_kind, seed, _density_copy(x_dtype, rows_dtype, knn_kind), distinct)
+    del distinct
     t_density = time.perf_counter() - t_start
     unit_rows = _unit_rows(X, rows_dtype)
     t_rows = time.perf_counter() - t_start - t_density
