@@ -38,6 +38,11 @@ def output_root(root: Path, # project root
     return Path(root)/'figures' if str(out) == 'figures' else Path(out)
 
 # %% ../nbs/31_reproduce.ipynb #cfce552c
+def _shown(path: Path, root: Path) -> str:
+    "`path` relative to the project root when it lies inside it, else as given."
+    try: return str(path.resolve().relative_to(root.resolve()))
+    except ValueError: return str(path)
+
 def run_experiment(nb: Path, # experiment notebook
                    scale: str = 'cpu', # one of SCALES
                    root: Path | None = None, # project root
@@ -45,13 +50,14 @@ def run_experiment(nb: Path, # experiment notebook
                    timeout: int = 10800, # outer limit for the whole run, seconds (kMQ at `cpu-full` takes 60-90 min)
                    params: dict | None = None, # extra parameters of the notebook (JSON values), e.g. {'model': ...}
                    out: str | os.PathLike | None = None, # output root ('figures', a folder); None = the scale's default
+                   executed: str | os.PathLike | None = None, # path of the executed notebook; None = runs/<scale>/<notebook name>
                   ) -> dict:
     "Run one experiment notebook through papermill; return its status and wall time (also written to `run.json`)."
     check_choice(scale, 'scale', SCALES)
     root = Path(root or project_root()); nb = Path(nb)
     out_dir = output_root(root, scale, out)/paper_name(nb)
-    run_dir = root/'runs'/scale; run_dir.mkdir(parents=True, exist_ok=True)
-    out_nb = run_dir/nb.name
+    out_nb = root/'runs'/scale/nb.name if executed is None else Path(executed)
+    out_nb.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, '-m', 'papermill', str(nb), str(out_nb), '-k', kernel, '--cwd', str(nb.parent),
            '-p', 'scale', scale, '-p', 'out_dir', str(out_dir), '--execution-timeout', str(timeout), '--log-level', 'WARNING']
     params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -59,10 +65,10 @@ def run_experiment(nb: Path, # experiment notebook
     t0 = time.time(); status = 'ok'
     try:
         r = subprocess.run(cmd, cwd=root, timeout=timeout + 60)
-        if r.returncode != 0: status = f'failed (exit {r.returncode}; see {out_nb.relative_to(root)})'
+        if r.returncode != 0: status = f'failed (exit {r.returncode}; see {_shown(out_nb, root)})'
     except subprocess.TimeoutExpired: status = f'timed out after {timeout} s'
     info = {'notebook': str(nb.relative_to(root)), 'scale': scale, 'status': status, 'params': params,
-            'wall_time_s': round(time.time() - t0, 1), 'output_notebook': str(out_nb.relative_to(root)),
+            'wall_time_s': round(time.time() - t0, 1), 'output_notebook': _shown(out_nb, root),
             'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir/'run.json') as f: json.dump(info, f, indent=1)

@@ -2,10 +2,11 @@
 `cpu` run judges carry the numbers `cpu-full` reaches from the same runs. Checked on each notebook's table of sizes, and
 by running every experiment notebook at `ci` twice, with every arm and with the `cpu` subset."""
 
-import ast, json, subprocess, sys
+import ast, json
 from pathlib import Path
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
+from datasel.reproduce import paper_name, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / 'nbs' / 'experiments').glob('0*.ipynb'))
@@ -82,33 +83,11 @@ def test_cpu_is_a_subset_of_cpu_full(nb):
 
 
 def run_ci(nb: Path, out: Path, params: dict) -> dict:
-    "Run one experiment notebook at ci with extra parameters; return its results."
-    out.mkdir(parents=True)
+    "Run one experiment notebook at ci with extra parameters (through `make reproduce`'s runner); return its results."
     kernel = 'datasel' if 'datasel' in KernelSpecManager().find_kernel_specs() else 'python3'
-    cmd = [
-        sys.executable,
-        '-m',
-        'papermill',
-        str(nb),
-        str(out / nb.name),
-        '-k',
-        kernel,
-        '--cwd',
-        str(nb.parent),
-        '-p',
-        'scale',
-        'ci',
-        '-p',
-        'out_dir',
-        str(out),
-        '--log-level',
-        'WARNING',
-    ]
-    if params:
-        cmd += ['-y', json.dumps(params)]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f'{nb.name} {params}:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}'
-    return json.loads((out / 'results.json').read_text())
+    info = run_experiment(nb, 'ci', ROOT, kernel, timeout=900, params=params, out=out, executed=out / nb.name)
+    assert info['status'] == 'ok', f'{nb.name} {params}: {info["status"]}'
+    return json.loads((out / paper_name(nb) / 'results.json').read_text())
 
 
 @pytest.mark.slow

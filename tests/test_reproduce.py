@@ -121,3 +121,16 @@ def test_two_notebooks_side_by_side(project, capsys):
         assert json.loads((project / 'runs' / 'ci' / paper / 'results.json').read_text())['claims'][0]['verdict'] == 'reproduced'
     report = (project / 'runs' / 'ci' / 'README.md').read_text()
     assert report.index('The alpha paper') < report.index('The beta paper')
+
+
+def test_run_experiment_writes_the_executed_notebook_where_asked(project, tmp_path_factory):
+    from datasel.reproduce import run_experiment
+
+    nb = project / 'nbs' / 'experiments' / '01_alpha.ipynb'
+    elsewhere = tmp_path_factory.mktemp('elsewhere') / 'executed' / 'alpha.ipynb'
+    info = run_experiment(nb, 'ci', project, kernel_name(), 300, out=project / 'mine', executed=elsewhere)
+    assert info['status'] == 'ok' and info['output_notebook'] == str(elsewhere)
+    assert elsewhere.exists() and not (project / 'runs').exists()
+    assert json.loads((project / 'mine' / 'alpha' / 'results.json').read_text())['scale'] == 'ci'
+    default = run_experiment(nb, 'ci', project, kernel_name(), 300, out=project / 'mine')
+    assert default['output_notebook'] == 'runs/ci/01_alpha.ipynb' and (project / 'runs' / 'ci' / '01_alpha.ipynb').exists()
