@@ -8,6 +8,8 @@ levers for large pools (float16 storage, approximate density) against the exact 
   float16       the incremental run with `values_dtype='float16'` / `rows_dtype='float16'`: picks compared with float32.
   density       NovelSum's kNN density from an approximate index (`neighbors.knn(..., index='hnsw' | 'ivf')`):
                 recall@10 against the exact neighbours, the density's relative error, and the picks it gives.
+  score gaps    (--gaps) how close the rows' exact scores sit to the best one at several pick counts: how many rows
+                a pruning rule with a relative slack would have to keep (written to results/novelselect_gaps.json).
 
 Data: Gaussian mixtures in d = 384 (100 components of spread 0.25..1.75 around centres of scale 2.5 with a common
 mean: the golden pool's recipe at larger sizes). k = 10 neighbours, beta = 0.5, alpha = 1, seed 42.
@@ -18,7 +20,7 @@ each run (monotone: the incremental runs come first).
 Threads: 1 (BLAS, faiss, torch): the machine's two cores are shared with other work. Times are CPU seconds of this
 process (wall seconds recorded too, with the load average). Writes benchmarks/results/novelselect.json.
 
-Run: .venv/bin/python benchmarks/bench_novelselect.py [--quick] [--threads 1]
+Run: .venv/bin/python benchmarks/bench_novelselect.py [--quick] [--threads 1] [--gaps]
 """
 
 import argparse, os, sys
@@ -115,12 +117,42 @@ def levers(X: np.ndarray, k: int, exact: np.ndarray, density: np.ndarray, lookah
     return out
 
 
+def score_gaps(n: int = 20000, d: int = 384, k: int = 1000, at=(50, 100, 300, 600, 900, 999), slacks=(0.001, 0.01, 0.03, 0.1)) -> dict:
+    "After t picks of the incremental run, the number of unpicked rows whose exact score is within each relative slack of the best."
+    from datasel.geometry.neighbors import l2_normalize
+    from datasel.selectors.novelselect import novelty_scores
+
+    X = mixture(n, d)
+    density = knn_density(X, None, 10, power=0.5, index='exact')
+    picks = novelselect(X, k, density=density, preset='official', seed=42, device='numpy').indices
+    U, rows = l2_normalize(X).astype(np.float32), []
+    for t in at:
+        s = novelty_scores(U, density, picks[:t]).astype(np.float64)
+        s = s[np.isfinite(s)]
+        rows.append(
+            {
+                'picks': t,
+                'median_over_best': float(np.median(s) / s.max()),
+                **{f'within_{e:g}': int((s >= s.max() * (1 - e)).sum()) for e in slacks},
+            }
+        )
+    return {'n': n, 'd': d, 'k': k, 'rows': rows}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true', help='small sizes only')
     p.add_argument('--threads', default='1')
     p.add_argument('--lookahead', type=int, default=8)
+    p.add_argument('--gaps', action='store_true', help='only the score-gap study (results/novelselect_gaps.json)')
     a = p.parse_args()
+    if a.gaps:
+        gaps = score_gaps()
+        for row in gaps['rows']:
+            print(row, flush=True)
+        with atomic_write(OUT.with_name('novelselect_gaps.json')) as f:
+            json.dump(gaps, f, indent=1)
+        return
     d = 384
     cases = [(2000, 200, 1.0), (5000, 500, 1.0), (5000, 500, 0.0), (5000, 500, 2.0)]
     cases += [(5000, 500, 1.0) if a.quick else (20000, 1000, 1.0)]  # the last case (alpha = 1) also serves the levers
