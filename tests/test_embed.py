@@ -332,6 +332,19 @@ def test_image_cache_and_paths(tmp_path):
         assert c.calls == 4
 
 
+@pytest.mark.slow
+def test_image_features_do_not_depend_on_what_the_cache_held(tmp_path):
+    "An image's features are the same whether it was embedded alone, in a short batch or in a full one."
+    records = load_easy_vqa('test', max_records=600)
+    paths = sorted({r['image'] for r in records})[:64]
+    opts = dict(batch_size=32, device='cpu', spatial=True, progress=False)
+    fresh = embed_images(paths, cache=False, **opts)  # two full forward passes
+    embed_images(paths[:12], cache_dir=tmp_path, **opts)  # short batches first: below 16 rows convolutions take another
+    embed_images(paths[40:52], cache_dir=tmp_path, **opts)  # code path on this CPU, so these rows were once cached apart
+    np.testing.assert_array_equal(embed_images(paths, cache_dir=tmp_path, **opts), fresh)
+    np.testing.assert_array_equal(embed_images(paths[5:6], cache=False, **opts), fresh[5:6])
+
+
 def test_hf_vision_model_folder(tmp_path):
     from transformers import ViTConfig, ViTModel
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil

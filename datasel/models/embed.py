@@ -481,19 +481,23 @@ def image_model(model: Any = None, # None (EfficientNet-Lite0), a weights file /
             preprocess = HFImagePreprocess(hf_from_pretrained(AutoImageProcessor, source, 'image processor', backend='pil'))
     return model, preprocess
 
-def describe_image_model(loaded: tuple[Any, Any], spatial: bool) -> dict:
-    "What the image vectors depend on: the cache folder is named by a hash of this."
+def describe_image_model(loaded: tuple[Any, Any], spatial: bool, batch_size: int | None = None) -> dict:
+    "What the image vectors depend on: the cache folder is named by a hash of this (with the rows of every forward pass)."
     model, preprocess = loaded
     return {'model': getattr(model, 'name_or_path', '') or type(model).__name__, 'fingerprint': model_fingerprint(model),
-            'preprocess': repr(preprocess), 'spatial': bool(spatial)}
+            'preprocess': repr(preprocess), 'spatial': bool(spatial), 'forward_rows': batch_size}
 
 def image_vectors(loaded: tuple[Any, Any], # `(model, preprocess)`
                   images: list, # one batch of images
                   spatial: bool = False, # patch features instead of pooled ones
+                  pad_to: int | None = None, # run every forward pass on this many rows (a short batch is padded with copies of its last image)
                  ) -> np.ndarray:
     "Features of one batch of images, float32, in one forward pass."
     model, preprocess = loaded
-    with evaluating(model): feats = image_features(model, preprocess(images).to(model_device(model)), spatial).float().cpu().numpy()
+    x = preprocess(images)
+    if pad_to is not None and len(x) < pad_to:   # convolutions take another code path on small batches (on this CPU below
+        x = torch.cat([x, x[-1:].expand(pad_to - len(x), *x.shape[1:])])   # 16 rows): a fixed batch makes every image's
+    with evaluating(model): feats = image_features(model, x.to(model_device(model)), spatial).float().cpu().numpy()[:len(images)]   # features independent of its batch-mates
     _check_finite(feats, 'images')
     return feats
 
@@ -531,13 +535,13 @@ def embed_images(images: Sequence, # paths, PIL images or arrays (or one stacked
     batch_size = check_int(batch_size, 'batch_size', 1); check_choice(executor, 'executor', EXECUTORS)
     keys = [image_key(im, f'images[{i}]') for i, im in enumerate(images)]
     if executor == 'ray':
-        job = ShardJob(partial(image_model, model, preprocess, device, False), partial(image_vectors, spatial=spatial),
-                       partial(describe_image_model, spatial=spatial), batch_size, length=lambda image: 1)
+        job = ShardJob(partial(image_model, model, preprocess, device, False), partial(image_vectors, spatial=spatial, pad_to=batch_size),
+                       partial(describe_image_model, spatial=spatial, batch_size=batch_size), batch_size, length=lambda image: 1)
         rows = ray_map(images, keys, job, 'images', 'embeddings', cache_dir, cache, ray_address, num_workers, shard_rows, worker_resources, progress)
     else:
         loaded = image_model(model, preprocess, device, progress)
-        store = open_cache(cache, cache_dir, 'embeddings', 'images', describe_image_model(loaded, spatial))
-        rows = cached_map(images, keys, partial(image_vectors, loaded, spatial=spatial), [1]*len(images), batch_size, store, progress, 'embed_images')
+        store = open_cache(cache, cache_dir, 'embeddings', 'images', describe_image_model(loaded, spatial, batch_size))
+        rows = cached_map(images, keys, partial(image_vectors, loaded, spatial=spatial, pad_to=batch_size), [1]*len(images), batch_size, store, progress, 'embed_images')
     F = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
     flag_rows(zero_rows(F), 'rows of the image features', 'all-zero rows', strict)
     return F
