@@ -268,7 +268,7 @@ def _distinct_reference(X: np.ndarray, density_pool, neighbors: int) -> np.ndarr
 
 def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, index: str = 'auto', seed: int = 0,
              float32_copy: bool = False, distinct=None) -> np.ndarray:
-    "sigma per row: given, or NovelSum's kNN density of X against `density_pool` (X itself when None); `distinct`: that reference de-duplicated."
+    "sigma per row: given, or NovelSum's kNN density of X against `density_pool` (X itself when None); `distinct`: `_distinct_reference`'s answer for it."
     n = len(X)
     if density is not None:
         sigma = as_scores(density, n, 'density', dtype=np.float32)
@@ -279,8 +279,8 @@ def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, 
         raise InputError(f'neighbors: the density uses {neighbors} neighbours after dropping the first hit, so '
                          f'{"X" if density_pool is None else "density_pool"} needs more than {neighbors} rows, got {n_pool}')
     if not beta: return np.ones(n, dtype=np.float32)
-    if distinct is not None: density_pool = distinct   # as knn_density's own de-duplication, done once ahead
-    return knn_density(X, density_pool, neighbors, power=beta, index=index, seed=seed, float32_copy=float32_copy, dedup_reference=distinct is None)
+    if distinct is not None: density_pool = distinct   # knn_density's own de-duplication, done ahead (None: no duplicates)
+    return knn_density(X, density_pool, neighbors, power=beta, index=index, seed=seed, float32_copy=float32_copy, dedup_reference=False)
 
 # %% ../../nbs/11_novelselect.ipynb #761c29b7
 @register('novelselect', paper='NovelSum (Yang et al., ACL 2025)',
