@@ -371,6 +371,11 @@ def _float32(A: np.ndarray) -> np.ndarray:
     for s in range(0, len(A), rows): out[s:s + rows] = A[s:s + rows]
     return out
 
+def _deduplicated(R: np.ndarray) -> np.ndarray | None:
+    "A contiguous copy of R's distinct rows (first occurrences, in order), or None when all rows are distinct."
+    keep = _distinct_rows(R)
+    return None if keep is None else np.ascontiguousarray(R[keep])
+
 def _float32_queries(Q: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "(Q, R) with Q as one float32 copy; R is that copy when it was Q, else R itself (one copy at most)."
     Q32 = _float32(Q)
@@ -390,7 +395,7 @@ def mean_knn_sqdist(X, # rows to score (n, d), in memory or memory-mapped
     backend = _resolve_backend(backend)
     X = as_embeddings(X, 'X', dtype=None)
     R = X if reference is None else as_embeddings(reference, 'reference', dim=X.shape[1], dtype=None)
-    if dedup_reference and (keep := _distinct_rows(R)) is not None: R = np.ascontiguousarray(R[keep])
+    if dedup_reference and (distinct := _deduplicated(R)) is not None: R = distinct
     if isinstance(neighbors, bool) or not isinstance(neighbors, numbers.Integral) or neighbors < 1:
         raise InputError(f'neighbors: expected a positive int, got {neighbors!r}')
     if neighbors + 1 > len(R):

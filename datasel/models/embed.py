@@ -495,9 +495,10 @@ def image_vectors(loaded: tuple[Any, Any], # `(model, preprocess)`
     "Features of one batch of images, float32, in one forward pass."
     model, preprocess = loaded
     x = preprocess(images)
-    if pad_to is not None and len(x) < pad_to:   # convolutions take another code path on small batches (on this CPU below
-        x = torch.cat([x, x[-1:].expand(pad_to - len(x), *x.shape[1:])])   # 16 rows): a fixed batch makes every image's
-    with evaluating(model): feats = image_features(model, x.to(model_device(model)), spatial).float().cpu().numpy()[:len(images)]   # features independent of its batch-mates
+    # convolutions take another code path on small batches (on this CPU, under 16 rows): one batch size for every
+    # pass makes an image's features independent of its batch-mates, and so of what the cache already held
+    if pad_to is not None and len(x) < pad_to: x = torch.cat([x, x[-1:].expand(pad_to - len(x), *x.shape[1:])])
+    with evaluating(model): feats = image_features(model, x.to(model_device(model)), spatial).float().cpu().numpy()[:len(images)]
     _check_finite(feats, 'images')
     return feats
 

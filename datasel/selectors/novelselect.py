@@ -10,7 +10,7 @@ import os, time
 import numpy as np
 from ..core import (InputError, PRESET, Selection, as_embeddings, as_scores, check_choice, check_int, check_number,
                           resolve_budget, with_presets)
-from ..geometry.neighbors import _distinct_rows, knn_density, knn_index, torch_device
+from ..geometry.neighbors import _deduplicated, knn_density, knn_index, torch_device
 from ..registry import register
 
 # %% auto #0
@@ -259,12 +259,11 @@ def _resolve_device(device) -> str | object:
 
 def _distinct_reference(X: np.ndarray, density_pool, neighbors: int) -> np.ndarray | None:
     "The rows of the density's reference (`density_pool`, else X) without duplicates, or None when all are distinct: one hashing pass, before the memory check counts the copy."
-    ref = X if density_pool is None else density_pool
-    keep = _distinct_rows(ref)
-    if keep is not None and len(keep) <= neighbors:
+    distinct = _deduplicated(X if density_pool is None else density_pool)
+    if distinct is not None and len(distinct) <= neighbors:
         raise InputError(f'neighbors: the density uses {neighbors} neighbours after dropping the first hit, so '
-                         f'{"X" if density_pool is None else "density_pool"} needs more than {neighbors} distinct rows, got {len(keep)}')
-    return None if keep is None else np.ascontiguousarray(ref[keep])
+                         f'{"X" if density_pool is None else "density_pool"} needs more than {neighbors} distinct rows, got {len(distinct)}')
+    return distinct
 
 def _density(X: np.ndarray, density, density_pool, neighbors: int, beta: float, index: str = 'auto', seed: int = 0,
              float32_copy: bool = False, distinct=None) -> np.ndarray:
