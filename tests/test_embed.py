@@ -15,6 +15,8 @@ from datasel.models.embed import (
     token_states,
     pool_hidden,
     length_sorted_batches,
+    fixed_shape_passes,
+    padded_width,
     ShardCache,
     model_fingerprint,
     content_key,
@@ -100,6 +102,20 @@ def test_length_sorted_batches_cover_every_index_once_longest_first():
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(53)) and max(map(len, batches)) == 8
     assert (np.diff(lengths[flat]) <= 0).all()
+
+
+def test_length_sorted_batches_do_not_mix_padded_widths():
+    lengths = np.random.default_rng(1).integers(1, 100, 200)
+    batches = length_sorted_batches(lengths, 8, multiple=16)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200)) and max(map(len, batches)) == 8
+    assert all(len(set(padded_width(lengths[b], 16).tolist())) == 1 for b in batches)
+    assert len(batches) > len(length_sorted_batches(lengths, 8))  # the widths' last batches are short
+
+
+def test_fixed_shape_passes_group_rows_by_their_own_width():
+    assert padded_width([1, 16, 17, 32, 33], 16).tolist() == [16, 16, 32, 32, 48]
+    passes = fixed_shape_passes([40, 3, 20, 16, 33, 47, 1], rows=2, multiple=16)
+    assert passes == [([0, 4], 48), ([5], 48), ([2], 32), ([1, 3], 16), ([6], 16)]
 
 
 # ---------------------------------------------------------------- real text encoder
@@ -343,6 +359,23 @@ def test_image_features_do_not_depend_on_what_the_cache_held(tmp_path):
     embed_images(paths[40:52], cache_dir=tmp_path, **opts)  # code path on this CPU, so these rows were once cached apart
     np.testing.assert_array_equal(embed_images(paths, cache_dir=tmp_path, **opts), fresh)
     np.testing.assert_array_equal(embed_images(paths[5:6], cache=False, **opts), fresh[5:6])
+
+
+@pytest.mark.slow
+def test_text_vectors_do_not_depend_on_what_the_cache_held(tmp_path):
+    "A text's vector is the same to the bit whether it was embedded alone, with a few others, or with the whole set."
+    rng = np.random.default_rng(0)
+    words = 'the quick brown fox jumps over a lazy dog while data selection picks tokens and models embed text'.split()
+    texts = [' '.join(rng.choice(words, int(rng.integers(2, 90)))) + f' {i}' for i in range(120)]
+    opts = dict(batch_size=32, device='cpu', progress=False)
+    fresh = embed_texts(texts, cache=False, **opts)
+    embed_texts(texts[::7], cache_dir=tmp_path, **opts)  # a seventh of the texts cached first, in other batches
+    np.testing.assert_array_equal(embed_texts(texts, cache_dir=tmp_path, **opts), fresh)
+    np.testing.assert_array_equal(embed_texts(texts[5:6], cache=False, **opts), fresh[5:6])
+    loaded = embed.text_model(None, device='cpu', progress=False)
+    unpadded = [embed.text_vectors(loaded, texts[i : i + 32]) for i in range(0, 120, 32)]  # one pass per batch at its own width
+    unit = np.concatenate(unpadded) / np.linalg.norm(np.concatenate(unpadded), axis=1, keepdims=True)
+    np.testing.assert_allclose(unit, fresh, atol=1e-5)  # the padding changes rounding only
 
 
 def test_hf_vision_model_folder(tmp_path):

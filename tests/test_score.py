@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from datasel.core import InputError
+from datasel.models.embed import WIDTH_MULTIPLE, length_sorted_batches
 from datasel.models.score import (
     IGNORE_INDEX,
     batch_response_loss,
@@ -38,6 +39,12 @@ def qa(question, answer, system=None):
 
 
 POOL = [qa(f'question number {i} ' + 'with some padding words ' * (i % 7), 'an answer ' * (1 + i % 4) + str(i)) for i in range(13)]
+
+
+def n_passes(records, tok, batch_size=8):
+    "Forward passes `response_loss` makes for these uncached records: one per batch, batches of one padded width."
+    lengths = [len(encode_record(r, tok)['input_ids']) for r in records]
+    return len(length_sorted_batches(lengths, batch_size, WIDTH_MULTIPLE))
 
 
 class CountForwards:
@@ -111,16 +118,18 @@ def test_cache_reuses_results_without_model_work(tiny, tmp_path):
     counter = CountForwards(model)
     try:
         first = response_loss(POOL[:8], model, tok, batch_size=4, cache_dir=tmp_path, progress=False)
-        assert counter.calls == 2
+        calls = n_passes(POOL[:8], tok, 4)
+        assert counter.calls == calls
         again = response_loss(POOL[:8][::-1], model, tok, batch_size=4, cache_dir=tmp_path, progress=False)
-        assert counter.calls == 2
+        assert counter.calls == calls
         np.testing.assert_array_equal(again, first[::-1])
         more = response_loss(POOL, model, tok, batch_size=4, cache_dir=tmp_path, progress=False)
-        assert counter.calls == 2 + 2  # only the 5 new records: 2 batches of 4
+        calls += n_passes(POOL[8:], tok, 4)  # only the 5 new records
+        assert counter.calls == calls
         np.testing.assert_array_equal(more[:8], first)
         # the IRS losses reuse the cached losses of the records themselves
         irs_losses(POOL[:8], model, tok, batch_size=4, cache_dir=tmp_path, progress=False)
-        assert counter.calls == 4 + 2
+        assert counter.calls == calls + n_passes([question_free_record(r) for r in POOL[:8]], tok, 4)
     finally:
         counter.remove()
     assert list(tmp_path.iterdir()), 'no cache written'
@@ -212,6 +221,22 @@ def test_ifd_of_a_copied_response_is_lower_than_an_unrelated_one(smollm):
     assert copy_ifd < 0.5 < unrelated_ifd
 
 
+@pytest.mark.slow
+def test_losses_do_not_depend_on_what_the_cache_held(smollm, tmp_path):
+    "A record's loss is the same to the bit whether it was scored alone, with a few others, or with the whole set."
+    model, tok = smollm
+    rng = np.random.default_rng(0)
+    words = 'the quick brown fox jumps over a lazy dog while data selection picks tokens and models embed text'.split()
+    text = lambda: ' '.join(rng.choice(words, int(rng.integers(3, 60))))
+    records = [qa(text(), text()) for _ in range(40)]
+    opts = dict(batch_size=8, progress=False)
+    fresh = response_loss(records, model, tok, cache=False, **opts)
+    response_loss(records[::5], model, tok, cache_dir=tmp_path, **opts)  # a fifth of the records cached first, in other batches
+    np.testing.assert_array_equal(response_loss(records, model, tok, cache_dir=tmp_path, **opts), fresh)
+    np.testing.assert_array_equal(response_loss(records[3:4], model, tok, cache=False, **opts), fresh[3:4])
+    np.testing.assert_allclose(batch_response_loss(model, [encode_record(r, tok) for r in records], tok.pad_token_id), fresh, rtol=1e-5)
+
+
 def test_scores_are_cached_by_default_and_not_with_cache_false(tiny, default_cache):
     model, tok = tiny
     first = response_loss(POOL[:4], model, tok, progress=False)
@@ -221,7 +246,7 @@ def test_scores_are_cached_by_default_and_not_with_cache_false(tiny, default_cac
         assert np.array_equal(response_loss(POOL[:4], model, tok, progress=False), first)
         assert counter.calls == 0
         response_loss(POOL[:4], model, tok, progress=False, cache=False)
-        assert counter.calls == 1
+        assert counter.calls == n_passes(POOL[:4], tok)
     finally:
         counter.remove()
     assert len(list(folder.glob('shard-*.npz'))) == 1

@@ -18,11 +18,12 @@ from .assets import (load_text_encoder, load_image_encoder, load_causal_lm, reso
                                    hf_from_pretrained, loading_progress, cache_root, require, ImagePreprocess, HFImagePreprocess)
 
 # %% auto #0
-__all__ = ['POOLINGS', 'FLUSH_ROWS', 'FLUSH_SECONDS', 'EXECUTORS', 'pool_hidden', 'length_sorted_batches', 'content_key',
-           'model_fingerprint', 'ShardCache', 'open_cache', 'cached_map', 'flag_rows', 'zero_rows', 'evaluating',
-           'last_hidden_states', 'pad_right', 'text_model', 'describe_text_model', 'text_vectors', 'ShardJob',
-           'ShardWorker', 'tempfile_dir', 'ray_connect', 'ray_map', 'embed_texts', 'image_features', 'image_key',
-           'image_model', 'describe_image_model', 'image_vectors', 'embed_images', 'render_token_ids', 'token_states']
+__all__ = ['POOLINGS', 'WIDTH_MULTIPLE', 'FLUSH_ROWS', 'FLUSH_SECONDS', 'EXECUTORS', 'pool_hidden', 'padded_width',
+           'fixed_shape_passes', 'length_sorted_batches', 'content_key', 'model_fingerprint', 'ShardCache',
+           'open_cache', 'cached_map', 'flag_rows', 'zero_rows', 'evaluating', 'last_hidden_states', 'pad_right',
+           'text_model', 'describe_text_model', 'text_vectors', 'ShardJob', 'ShardWorker', 'tempfile_dir',
+           'ray_connect', 'ray_map', 'embed_texts', 'image_features', 'image_key', 'image_model',
+           'describe_image_model', 'image_vectors', 'embed_images', 'render_token_ids', 'token_states']
 
 # %% ../../nbs/03_embed.ipynb #8e1f9cb6
 POOLINGS = ('mean', 'cls', 'last')
@@ -40,12 +41,38 @@ def pool_hidden(hidden: torch.Tensor, # (b, L, d) token states
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
 
 # %% ../../nbs/03_embed.ipynb #b1940ffc
+WIDTH_MULTIPLE = 16 # token sequences are padded to a multiple of this many columns
+
+def padded_width(lengths: Any, # token counts (an int or an array)
+                 multiple: int = WIDTH_MULTIPLE, # pad to a multiple of this
+                ) -> Any:
+    "The width a sequence of this length is padded to: a function of its own length only."
+    return -(-np.asarray(lengths, dtype=np.int64) // multiple) * multiple
+
+def fixed_shape_passes(lengths: Sequence[int], # token count of each row of a batch
+                       rows: int, # rows of every forward pass
+                       multiple: int = WIDTH_MULTIPLE, # its width is a multiple of this
+                      ) -> list[tuple[list[int], int]]:
+    """`(positions, width)` of each forward pass over a batch: passes of at most `rows` rows (the caller pads them to
+    `rows`) that hold rows of one `padded_width`, so every row is computed in a tensor of the same shape whatever else
+    the batch held: its result does not depend on its neighbours, their number, or what a cache held before."""
+    widths = padded_width(list(lengths), multiple).tolist()
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(widths): groups.setdefault(w, []).append(i)
+    return [(g[s:s + rows], w) for w, g in sorted(groups.items(), reverse=True) for s in range(0, len(g), rows)]
+
 def length_sorted_batches(lengths: Sequence[int], # one length per item
                           batch_size: int, # items per batch
+                          multiple: int = 1, # a batch holds items of one `padded_width` only
                          ) -> list[np.ndarray]:
-    "Indices of the items in batches of `batch_size`, longest items first (ties keep input order)."
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind='stable')
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    "Indices of the items in batches of `batch_size`, longest items first (ties keep input order); with `multiple` > 1 no batch mixes items of two padded widths."
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind='stable')
+    if multiple == 1: return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    widths = padded_width(lengths[order], multiple)
+    starts = np.flatnonzero(np.r_[True, widths[1:] != widths[:-1]])
+    groups = np.split(order, starts[1:])
+    return [g[i:i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
 
 # %% ../../nbs/03_embed.ipynb #9ebdef2c
 def content_key(data: str | bytes) -> str:
@@ -123,6 +150,7 @@ def cached_map(items: Sequence, # the inputs, one per result
                cache: ShardCache | None = None, # where results are kept between calls
                progress: bool = True, # show a progress bar
                desc: str = 'compute', # progress bar label
+               multiple: int = 1, # batches never mix two `padded_width`s of `lengths` (see `length_sorted_batches`)
               ) -> list:
     "Results of `compute` for every input, in input order: cached ones read back, the rest computed in length-sorted batches and flushed to the cache by rows and by time."
     first: dict[str, int] = {}
@@ -136,7 +164,7 @@ def cached_map(items: Sequence, # the inputs, one per result
         pending, flushed = [], time.monotonic()
     try:
         with tqdm(total=len(todo), desc=desc, unit='item', disable=not progress) as bar:
-            for batch in length_sorted_batches([lengths[i] for i in todo], batch_size):
+            for batch in length_sorted_batches([lengths[i] for i in todo], batch_size, multiple):
                 rows = [todo[j] for j in batch]
                 results = list(compute([items[i] for i in rows]))
                 if len(results) != len(rows): raise DataselError(f'{desc}: got {len(results)} results for a batch of {len(rows)}')
@@ -193,9 +221,10 @@ def last_hidden_states(model: Any, # a transformers model (encoder, decoder, or 
 def pad_right(token_ids: Sequence[Sequence[int]], # token ids of each row
               pad_id: int, # id used for padding (masked out)
               device: Any = 'cpu', # device of the returned tensors
+              width: int | None = None, # columns; None = the longest row
              ) -> tuple[torch.Tensor, torch.Tensor]:
     "Right-pad rows of token ids into `(input_ids, attention_mask)` tensors."
-    width = max(len(ids) for ids in token_ids)
+    width = max(len(ids) for ids in token_ids) if width is None else width
     ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(token_ids), width), dtype=np.int64)
     for r, row in enumerate(token_ids): ids[r, :len(row)] = row; mask[r, :len(row)] = 1
@@ -240,12 +269,14 @@ def text_model(model: Any = None, # None (all-MiniLM-L6-v2), a folder or cached 
 def describe_text_model(loaded: tuple[Any, Any], # `(model, tokenizer)`
                         pooling: str, # pooling of the vectors
                         max_tokens: int | None, # token limit asked for
+                        rows: int | None = None, # rows of every forward pass (see `text_vectors`)
                        ) -> dict:
     "What the text vectors depend on: the cache folder is named by a hash of this."
     model, tokenizer = loaded
     return {'model': getattr(model, 'name_or_path', '') or type(model).__name__, 'fingerprint': model_fingerprint(model),
             'tokenizer': f'{type(tokenizer).__name__}|{getattr(tokenizer, "name_or_path", "")}|{len(tokenizer)}',
-            'pooling': pooling, 'max_tokens': _token_limit(model, tokenizer, max_tokens)}
+            'pooling': pooling, 'max_tokens': _token_limit(model, tokenizer, max_tokens),
+            'forward_rows': rows, 'width_multiple': WIDTH_MULTIPLE}
 
 def _check_finite(vectors: np.ndarray, what: str) -> None:
     "Raise when a model produced NaN or inf."
@@ -256,15 +287,24 @@ def text_vectors(loaded: tuple[Any, Any], # `(model, tokenizer)`
                  texts: list[str], # one batch of texts
                  pooling: str = 'mean', # see `pool_hidden`
                  max_tokens: int | None = 256, # texts are cut to this many tokens; None = the model's limit
+                 rows: int | None = None, # rows of every forward pass; None = one pass over the batch at its longest text
                 ) -> np.ndarray:
-    "Pooled last-layer states of one batch of texts, float32 (b, d), in one forward pass."
+    """Pooled last-layer states of one batch of texts, float32 (b, d). With `rows`, every forward pass has `rows` rows
+    (a short pass is padded with copies of its last text) and a width that depends on each text's own token count
+    (`fixed_shape_passes`), so a text's vector is the same to the bit whatever texts it was batched with."""
     model, tokenizer = loaded
     ids = tokenizer(texts, truncation=True, max_length=_token_limit(model, tokenizer, max_tokens), padding=False)['input_ids']
     if not all(ids): raise InputError(f'texts: {texts[[len(row) for row in ids].index(0)]!r:.60} gives no tokens')
-    input_ids, mask = pad_right(ids, _pad_id(tokenizer), model_device(model))
-    with evaluating(model): pooled = pool_hidden(last_hidden_states(model, input_ids, mask), mask, pooling).float().cpu().numpy()
-    _check_finite(pooled, 'texts')
-    return pooled
+    passes = [(list(range(len(ids))), None)] if rows is None else fixed_shape_passes([len(row) for row in ids], rows)
+    pooled: list = [None]*len(ids)
+    with evaluating(model):
+        for positions, width in passes:
+            batch = [ids[i] for i in positions]
+            input_ids, mask = pad_right(batch + batch[-1:]*(0 if rows is None else rows - len(batch)), _pad_id(tokenizer), model_device(model), width)
+            out = pool_hidden(last_hidden_states(model, input_ids, mask), mask, pooling).float().cpu().numpy()[:len(batch)]
+            _check_finite(out, 'texts')
+            for i, row in zip(positions, out): pooled[i] = row
+    return np.stack(pooled)
 
 # %% ../../nbs/03_embed.ipynb #9a69bbab
 EXECUTORS = ('local', 'ray')
@@ -413,7 +453,7 @@ def embed_texts(texts: Sequence[str], # the texts to embed
     batch_size = check_int(batch_size, 'batch_size', 1)
     flag_rows([i for i, t in enumerate(texts) if not t.strip()], 'texts', 'empty texts (they all embed to one vector)', strict)
     keys = [content_key(t) for t in texts]
-    settings = dict(pooling=pooling, max_tokens=max_tokens)
+    settings = dict(pooling=pooling, max_tokens=max_tokens, rows=batch_size)
     if executor == 'ray':
         job = ShardJob(partial(text_model, model, tokenizer, device, False), partial(text_vectors, **settings),
                        partial(describe_text_model, **settings), batch_size)
@@ -421,7 +461,9 @@ def embed_texts(texts: Sequence[str], # the texts to embed
     else:
         loaded = text_model(model, tokenizer, device, progress)
         store = open_cache(cache, cache_dir, 'embeddings', 'texts', describe_text_model(loaded, **settings))
-        rows = cached_map(texts, keys, partial(text_vectors, loaded, **settings), [len(t) for t in texts], batch_size, store, progress, 'embed_texts')
+        model, tokenizer = loaded
+        lengths = [len(row) for row in tokenizer(texts, truncation=True, max_length=_token_limit(model, tokenizer, max_tokens), padding=False)['input_ids']]
+        rows = cached_map(texts, keys, partial(text_vectors, loaded, **settings), lengths, batch_size, store, progress, 'embed_texts', WIDTH_MULTIPLE)
     E = np.stack(rows).astype(np.float32, copy=False)
     flag_rows(zero_rows(E), 'rows of the embedding', 'all-zero rows', strict)
     return np.ascontiguousarray(_unit_rows(E) if normalize else E, dtype=np.float32)

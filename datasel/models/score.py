@@ -14,7 +14,7 @@ from ..core import DataselError, InputError, as_scores, check_int, check_choice
 from .assets import (load_causal_lm, prepare_tokenizer, resolve_device, model_device, loading_progress, hf_from_pretrained,
                                    text_encoder_path, CHATML_TEMPLATE)
 from .embed import (ShardCache, ShardJob, EXECUTORS, open_cache, cached_map, ray_map, evaluating, content_key, model_fingerprint,
-                                  pad_right, length_sorted_batches)
+                                  pad_right, length_sorted_batches, fixed_shape_passes, WIDTH_MULTIPLE)
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'LOGIT_TRANSFORMS', 'IMAGE_TOKEN', 'RM_TEMPLATE', 'SCORE_KINDS', 'tiny_causal_lm', 'record_messages',
@@ -111,9 +111,10 @@ LOGIT_TRANSFORMS = ('final_logit_softcapping', 'logit_scale', 'logits_scaling')
 
 def pad_labels(labels: Sequence[np.ndarray], # label rows of one batch
                device: Any = 'cpu', # device of the returned tensor
+               width: int | None = None, # columns; None = the longest row
               ) -> torch.Tensor:
     "Right-pad label rows with `-100` into one (b, L) tensor."
-    width = max(len(row) for row in labels)
+    width = max(len(row) for row in labels) if width is None else width
     out = np.full((len(labels), width), IGNORE_INDEX, dtype=np.int64)
     for r, row in enumerate(labels): out[r, :len(row)] = row
     return torch.from_numpy(out).to(device)
@@ -148,16 +149,25 @@ def head_token_nll(hidden: torch.Tensor, # (b, L, d) last-layer states
 def batch_response_loss(model: Any, # causal LM
                         encoded: Sequence[dict], # outputs of `encode_record`
                         pad_id: int, # padding token id
+                        rows: int | None = None, # rows of every forward pass; None = one pass over the batch at its longest sample
                        ) -> np.ndarray:
-    "Mean response-token loss of each encoded sample in one right-padded forward pass."
+    """Mean response-token loss of each encoded sample, in right-padded forward passes. With `rows`, every pass has
+    `rows` rows (a short pass is padded with copies of its last sample) and a width that depends on each sample's own
+    length (`fixed_shape_passes`), so a sample's loss is the same to the bit whatever it was batched with."""
     dev = model_device(model)
-    input_ids, mask = pad_right([e['input_ids'] for e in encoded], pad_id, dev)
-    labels = pad_labels([e['labels'] for e in encoded], dev)
-    if plain_head(model):
-        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-        total, count = head_token_nll(hidden, labels, model.get_output_embeddings())
-    else: total, count = masked_token_nll(model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits, labels)
-    return (total/count).detach().double().cpu().numpy()
+    passes = [(list(range(len(encoded))), None)] if rows is None else fixed_shape_passes([len(e['input_ids']) for e in encoded], rows)
+    losses = np.empty(len(encoded), dtype=np.float64)
+    for positions, width in passes:
+        batch = [encoded[i] for i in positions]
+        batch += batch[-1:]*(0 if rows is None else rows - len(batch))
+        input_ids, mask = pad_right([e['input_ids'] for e in batch], pad_id, dev, width)
+        labels = pad_labels([e['labels'] for e in batch], dev, width)
+        if plain_head(model):
+            hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+            total, count = head_token_nll(hidden, labels, model.get_output_embeddings())
+        else: total, count = masked_token_nll(model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits, labels)
+        losses[positions] = (total/count).detach().double().cpu().numpy()[:len(positions)]
+    return losses
 
 # %% ../../nbs/20_score.ipynb #00000012
 @lru_cache(maxsize=2)
@@ -214,11 +224,12 @@ def record_losses_batch(loaded: tuple[Any, Any], # `(model, tokenizer)`
                         records: list, # one batch of normalised records
                         max_tokens: int = 512, # longest token sequence per sample
                         end_of_turn: bool = True, # score the end-of-turn marker with the response
+                        rows: int | None = None, # rows of every forward pass (see `batch_response_loss`)
                        ) -> np.ndarray:
     "Mean response loss of one batch of records (what a Ray actor runs per batch)."
     model, tokenizer = loaded
     encoded = [encode_record(r, tokenizer, max_tokens, end_of_turn) for r in records]
-    with evaluating(model): return batch_response_loss(model, encoded, tokenizer.pad_token_id)
+    with evaluating(model): return batch_response_loss(model, encoded, tokenizer.pad_token_id, rows)
 
 def _record_length(record: Mapping) -> int:
     "Characters in a record's messages: a stand-in for its token count when sorting shards."
@@ -246,18 +257,19 @@ def response_loss(records: Sequence[Mapping], # normalised records
     check_choice(executor, 'executor', EXECUTORS)
     keys = [record_key(r) if isinstance(r, Mapping) else record_messages(r, f'records[{i}]') for i, r in enumerate(records)]
     settings = dict(max_tokens=max_tokens, end_of_turn=end_of_turn)
+    shape = dict(forward_rows=batch_size, width_multiple=WIDTH_MULTIPLE)  # the losses depend on the passes' shape too
     if executor == 'ray':
-        job = ShardJob(partial(resolve_causal_lm, model, tokenizer, device, False), partial(record_losses_batch, **settings),
-                       partial(describe_causal_lm, **settings), batch_size, _record_length)
+        job = ShardJob(partial(resolve_causal_lm, model, tokenizer, device, False), partial(record_losses_batch, **settings, rows=batch_size),
+                       partial(describe_causal_lm, **settings, **shape), batch_size, _record_length)
         losses = ray_map(records, keys, job, 'loss', 'scores', cache_dir, cache, ray_address, num_workers, shard_rows, worker_resources, progress)
     else:
         model, tokenizer = resolve_causal_lm(model, tokenizer, device, progress)
         encoded = [encode_record(r, tokenizer, max_tokens, end_of_turn, f'records[{i}]') for i, r in enumerate(records)]
-        store = score_cache(cache_dir, 'loss', model, tokenizer, cache, **settings)
+        store = score_cache(cache_dir, 'loss', model, tokenizer, cache, **settings, **shape)
         pad_id = tokenizer.pad_token_id
         with evaluating(model):
-            losses = cached_map(encoded, keys, lambda batch: batch_response_loss(model, batch, pad_id),
-                                [len(e['input_ids']) for e in encoded], batch_size, store, progress, 'response_loss')
+            losses = cached_map(encoded, keys, lambda batch: batch_response_loss(model, batch, pad_id, batch_size),
+                                [len(e['input_ids']) for e in encoded], batch_size, store, progress, 'response_loss', WIDTH_MULTIPLE)
     out = np.asarray(losses, dtype=np.float64).reshape(len(records))
     if not np.isfinite(out).all(): raise DataselError(f'the model gave a NaN or infinite loss for records {np.flatnonzero(~np.isfinite(out))[:5].tolist()}')
     return out

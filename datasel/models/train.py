@@ -303,7 +303,7 @@ def record_losses(model: Any, # causal LM (a base model or one `finetune_lora` r
                   prefix: PrefixStates | str | None = 'shared', # cached bottom states (same base model): 'shared' (process-wide, for models from `finetune_lora`), a `PrefixStates`, or None (full forward passes)
                   end_of_turn: bool = True, # score the end-of-turn marker too
                   progress: bool = False, # show a progress bar
-                  cache_dir: str | os.PathLike | None = None, # on-disk cache of the losses (shared with `response_loss`); None = no cache, since a fine-tuned model is usually evaluated once
+                  cache_dir: str | os.PathLike | None = None, # on-disk cache of the losses; None = no cache, since a fine-tuned model is usually evaluated once
                  ) -> np.ndarray:
     "Mean response-token loss of every record, float64 (n,): through the cached bottom states when given."
     if isinstance(prefix, str):
