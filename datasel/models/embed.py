@@ -55,7 +55,9 @@ def fixed_shape_passes(lengths: Sequence[int], # token count of each row of a ba
                       ) -> list[tuple[list[int], int]]:
     """`(positions, width)` of each forward pass over a batch: passes of at most `rows` rows (the caller pads them to
     `rows`) that hold rows of one `padded_width`, so every row is computed in a tensor of the same shape whatever else
-    the batch held: its result does not depend on its neighbours, their number, or what a cache held before."""
+    the batch held: its result does not depend on its neighbours, their number, or what a cache held before. Both
+    parts are needed: padding to the batch's longest row moves a MiniLM vector by about 1e-7, and at a fixed width
+    with fewer rows one of 512 SmolLM2 losses (the kMQ pool's answers without their questions) moved by 1.4e-6."""
     widths = padded_width(list(lengths), multiple).tolist()
     groups: dict[int, list[int]] = {}
     for i, w in enumerate(widths): groups.setdefault(w, []).append(i)
