@@ -5,7 +5,7 @@
 
 # %% ../nbs/31_reproduce.ipynb #a023d147
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, threading, time
+import argparse, importlib.metadata, json, os, platform, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from .core import atomic_write, check_choice
@@ -13,7 +13,7 @@ from .experiments import SCALES, COMMITTED_SCALE, UNDECIDING_SCALES, project_roo
 from .experiments import _banner, _ci, _claims_lines, _collect, _fmt   # the results tables the README shares
 
 # %% auto #0
-__all__ = ['find_experiments', 'paper_name', 'output_root', 'run_experiment', 'previous_wall_time', 'eta_seconds',
+__all__ = ['find_experiments', 'paper_name', 'output_root', 'machine', 'run_experiment', 'previous_wall_time', 'eta_seconds',
            'progress_line', 'results_table', 'write_report', 'main']
 
 # %% ../nbs/31_reproduce.ipynb #37498d59
@@ -43,6 +43,17 @@ def _shown(path: Path, root: Path) -> str:
     try: return str(path.resolve().relative_to(root.resolve()))
     except ValueError: return str(path)
 
+def machine() -> dict:
+    "What a run's numbers depend on beside the code and the seed: the CPU model, its cores, and the numeric libraries' versions."
+    cpu = platform.processor() or platform.machine()
+    try: cpu = next(line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines() if line.startswith('model name'))
+    except (OSError, StopIteration): pass
+    versions = {}
+    for package in ('numpy', 'torch', 'transformers', 'faiss-cpu', 'faiss-gpu'):
+        try: versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError: pass
+    return {'cpu': cpu, 'cores': os.cpu_count(), **versions}
+
 def run_experiment(nb: Path, # experiment notebook
                    scale: str = 'cpu', # one of SCALES
                    root: Path | None = None, # project root
@@ -69,7 +80,7 @@ def run_experiment(nb: Path, # experiment notebook
     except subprocess.TimeoutExpired: status = f'timed out after {timeout} s'
     info = {'notebook': str(nb.relative_to(root)), 'scale': scale, 'status': status, 'params': params,
             'wall_time_s': round(time.time() - t0, 1), 'output_notebook': _shown(out_nb, root),
-            'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
+            'finished': time.strftime('%Y-%m-%d %H:%M:%S'), 'machine': machine()}
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir/'run.json') as f: json.dump(info, f, indent=1)
     return info
@@ -116,7 +127,7 @@ def results_table(res: dict, run: dict | None, folder: str | None = None) -> str
     lines = [f"## {heading}", '']
     meta = [f"scale `{res.get('scale', '?')}`", f"seed {res.get('seed', '?')}"]
     if res.get('models'): meta.append('models: ' + ', '.join(map(str, res['models'])))
-    if run: meta.append(f"wall time {run.get('wall_time_s', '?')} s ({run.get('status', '?')})")
+    if run: meta.append(f"wall time {run.get('wall_time_s', '?')} s ({run.get('status', '?')})" + (f" on {run['machine']['cpu']}" if run.get('machine') else ''))
     lines += ['; '.join(meta), '']
     if res.get('scale') in UNDECIDING_SCALES: lines += [_banner(res['scale']), '']
     controls = res.get('controls', [])

@@ -1,7 +1,8 @@
 """The reproduction front end: where each scale writes, overall progress, the report's banner and columns, and the
 same numbers from the same seed."""
 
-import json
+import json, os
+import numpy as np
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
@@ -134,3 +135,7 @@ def test_run_experiment_writes_the_executed_notebook_where_asked(project, tmp_pa
     assert json.loads((project / 'mine' / 'alpha' / 'results.json').read_text())['scale'] == 'ci'
     default = run_experiment(nb, 'ci', project, kernel_name(), 300, out=project / 'mine')
     assert default['output_notebook'] == 'runs/ci/01_alpha.ipynb' and (project / 'runs' / 'ci' / '01_alpha.ipynb').exists()
+    # run.json says on what the numbers were computed: the CPU, its cores, the numeric libraries
+    machine = json.loads((project / 'mine' / 'alpha' / 'run.json').read_text())['machine']
+    assert machine['cores'] == os.cpu_count() and machine['numpy'] == np.__version__ and machine['cpu']
+    assert f"on {machine['cpu']}" in write_report(project, project / 'mine').read_text()
