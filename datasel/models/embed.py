@@ -435,7 +435,7 @@ def embed_texts(texts: Sequence[str], # the texts to embed
                 tokenizer: Any = None, # the tokenizer of a loaded `model`
                 pooling: str = 'mean', # 'mean', 'cls' or 'last' (see `pool_hidden`)
                 max_tokens: int | None = 256, # texts are cut to this many tokens; None = the model's limit
-                batch_size: int = 32, # texts per forward pass
+                batch_size: int = 32, # texts per forward pass (a short pass is padded to this many rows; the cache is named by it)
                 normalize: bool = True, # scale rows to unit length
                 device: Any = 'auto', # 'auto', 'cpu', 'cuda', ...; with a loaded model 'auto' keeps its device
                 cache_dir: str | os.PathLike | None = None, # parent folder of the on-disk cache; None = <datasel cache>/embeddings

@@ -238,7 +238,7 @@ def _record_length(record: Mapping) -> int:
 def response_loss(records: Sequence[Mapping], # normalised records
                   model: Any = None, # None (SmolLM2-135M-Instruct), a name or folder, or a loaded causal LM
                   tokenizer: Any = None, # the tokenizer of a loaded `model`
-                  batch_size: int = 8, # samples per forward pass
+                  batch_size: int = 8, # samples per forward pass (a short pass is padded to this many rows; the cache is named by it)
                   max_tokens: int = 512, # longest token sequence per sample (see `encode_record`)
                   cache_dir: str | os.PathLike | None = None, # parent folder of the on-disk cache; None = <datasel cache>/scores
                   progress: bool = True, # show progress bars (transformers' weight loading included)
