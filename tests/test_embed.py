@@ -16,6 +16,8 @@ from datasel.models.embed import (
     pool_hidden,
     length_sorted_batches,
     fixed_shape_passes,
+    shaped_passes,
+    cached_map,
     padded_width,
     ShardCache,
     model_fingerprint,
@@ -116,6 +118,25 @@ def test_fixed_shape_passes_group_rows_by_their_own_width():
     assert padded_width([1, 16, 17, 32, 33], 16).tolist() == [16, 16, 32, 32, 48]
     passes = fixed_shape_passes([40, 3, 20, 16, 33, 47, 1], rows=2, multiple=16)
     assert passes == [([0, 4], 48), ([5], 48), ([2], 32), ([1, 3], 16), ([6], 16)]
+    assert shaped_passes([40, 3, 47], rows=2)[:2] == [([0, 2], [0, 2], 48), ([1], [1, 1], 16)]
+    assert shaped_passes([40, 3], rows=None) == [([0, 1], [0, 1], None)]
+
+
+def test_cached_map_measures_only_the_uncached_inputs(tmp_path):
+    "A lengths function is called on the inputs still to compute, so a cached call does no tokenising."
+    store, measured = ShardCache(tmp_path / 'c'), []
+
+    def sizes(batch):
+        measured.append(list(batch))
+        return [len(x) for x in batch]
+
+    compute = lambda batch: [np.array([len(x)], dtype=np.float32) for x in batch]
+    items = ['a', 'bbb', 'cc', 'dddd']
+    cached_map(items[:2], [content_key(x) for x in items[:2]], compute, sizes, 2, store, progress=False)
+    out = cached_map(items, [content_key(x) for x in items], compute, sizes, 2, store, progress=False)
+    assert measured == [['a', 'bbb'], ['cc', 'dddd']] and [float(v[0]) for v in out] == [1, 3, 2, 4]
+    cached_map(items, [content_key(x) for x in items], compute, sizes, 2, store, progress=False)
+    assert len(measured) == 2  # all cached: not called
 
 
 # ---------------------------------------------------------------- real text encoder

@@ -19,9 +19,9 @@ from .assets import (load_text_encoder, load_image_encoder, load_causal_lm, reso
 
 # %% auto #0
 __all__ = ['POOLINGS', 'WIDTH_MULTIPLE', 'FLUSH_ROWS', 'FLUSH_SECONDS', 'EXECUTORS', 'pool_hidden', 'padded_width',
-           'fixed_shape_passes', 'length_sorted_batches', 'content_key', 'model_fingerprint', 'ShardCache',
-           'open_cache', 'cached_map', 'flag_rows', 'zero_rows', 'evaluating', 'last_hidden_states', 'pad_right',
-           'text_model', 'describe_text_model', 'text_vectors', 'ShardJob', 'ShardWorker', 'tempfile_dir',
+           'fixed_shape_passes', 'shaped_passes', 'length_sorted_batches', 'content_key', 'model_fingerprint',
+           'ShardCache', 'open_cache', 'cached_map', 'flag_rows', 'zero_rows', 'evaluating', 'last_hidden_states',
+           'pad_right', 'text_model', 'describe_text_model', 'text_vectors', 'ShardJob', 'ShardWorker', 'tempfile_dir',
            'ray_connect', 'ray_map', 'embed_texts', 'image_features', 'image_key', 'image_model',
            'describe_image_model', 'image_vectors', 'embed_images', 'render_token_ids', 'token_states']
 
@@ -62,6 +62,13 @@ def fixed_shape_passes(lengths: Sequence[int], # token count of each row of a ba
     groups: dict[int, list[int]] = {}
     for i, w in enumerate(widths): groups.setdefault(w, []).append(i)
     return [(g[s:s + rows], w) for w, g in sorted(groups.items(), reverse=True) for s in range(0, len(g), rows)]
+
+def shaped_passes(lengths: Sequence[int], # token count of each row of a batch
+                  rows: int | None, # rows of every forward pass; None = one pass over every row at the longest one's width
+                 ) -> list[tuple[list[int], list[int], int | None]]:
+    "`(positions, padded, width)` of each forward pass: `fixed_shape_passes`, with `padded` the positions plus copies of the last one up to `rows`."
+    if rows is None: return [(list(range(len(lengths))), list(range(len(lengths))), None)]
+    return [(p, p + p[-1:]*(rows - len(p)), w) for p, w in fixed_shape_passes(lengths, rows)]
 
 def length_sorted_batches(lengths: Sequence[int], # one length per item
                           batch_size: int, # items per batch
@@ -147,7 +154,7 @@ def open_cache(cache: bool, # False = no cache
 def cached_map(items: Sequence, # the inputs, one per result
                keys: Sequence[str], # content key of each input
                compute: Callable[[list], Sequence], # list of inputs -> list of results (one batch)
-               lengths: Sequence[int], # a size per input, for length-sorted batches
+               lengths: Sequence[int] | Callable[[list], Sequence[int]], # a size per input, or a function giving the sizes of a list of inputs (called on the uncached ones only), for length-sorted batches
                batch_size: int, # inputs per call of `compute`
                cache: ShardCache | None = None, # where results are kept between calls
                progress: bool = True, # show a progress bar
@@ -166,7 +173,8 @@ def cached_map(items: Sequence, # the inputs, one per result
         pending, flushed = [], time.monotonic()
     try:
         with tqdm(total=len(todo), desc=desc, unit='item', disable=not progress) as bar:
-            for batch in length_sorted_batches([lengths[i] for i in todo], batch_size, multiple):
+            sizes = (lengths([items[i] for i in todo]) if todo else []) if callable(lengths) else [lengths[i] for i in todo]
+            for batch in length_sorted_batches(sizes, batch_size, multiple):
                 rows = [todo[j] for j in batch]
                 results = list(compute([items[i] for i in rows]))
                 if len(results) != len(rows): raise DataselError(f'{desc}: got {len(results)} results for a batch of {len(rows)}')
@@ -297,13 +305,11 @@ def text_vectors(loaded: tuple[Any, Any], # `(model, tokenizer)`
     model, tokenizer = loaded
     ids = tokenizer(texts, truncation=True, max_length=_token_limit(model, tokenizer, max_tokens), padding=False)['input_ids']
     if not all(ids): raise InputError(f'texts: {texts[[len(row) for row in ids].index(0)]!r:.60} gives no tokens')
-    passes = [(list(range(len(ids))), None)] if rows is None else fixed_shape_passes([len(row) for row in ids], rows)
     pooled: list = [None]*len(ids)
     with evaluating(model):
-        for positions, width in passes:
-            batch = [ids[i] for i in positions]
-            input_ids, mask = pad_right(batch + batch[-1:]*(0 if rows is None else rows - len(batch)), _pad_id(tokenizer), model_device(model), width)
-            out = pool_hidden(last_hidden_states(model, input_ids, mask), mask, pooling).float().cpu().numpy()[:len(batch)]
+        for positions, padded, width in shaped_passes([len(row) for row in ids], rows):
+            input_ids, mask = pad_right([ids[i] for i in padded], _pad_id(tokenizer), model_device(model), width)
+            out = pool_hidden(last_hidden_states(model, input_ids, mask), mask, pooling).float().cpu().numpy()[:len(positions)]
             _check_finite(out, 'texts')
             for i, row in zip(positions, out): pooled[i] = row
     return np.stack(pooled)
@@ -464,8 +470,9 @@ def embed_texts(texts: Sequence[str], # the texts to embed
         loaded = text_model(model, tokenizer, device, progress)
         store = open_cache(cache, cache_dir, 'embeddings', 'texts', describe_text_model(loaded, **settings))
         model, tokenizer = loaded
-        lengths = [len(row) for row in tokenizer(texts, truncation=True, max_length=_token_limit(model, tokenizer, max_tokens), padding=False)['input_ids']]
-        rows = cached_map(texts, keys, partial(text_vectors, loaded, **settings), lengths, batch_size, store, progress, 'embed_texts', WIDTH_MULTIPLE)
+        limit = _token_limit(model, tokenizer, max_tokens)
+        token_counts = lambda batch: [len(row) for row in tokenizer(batch, truncation=True, max_length=limit, padding=False)['input_ids']]
+        rows = cached_map(texts, keys, partial(text_vectors, loaded, **settings), token_counts, batch_size, store, progress, 'embed_texts', WIDTH_MULTIPLE)
     E = np.stack(rows).astype(np.float32, copy=False)
     flag_rows(zero_rows(E), 'rows of the embedding', 'all-zero rows', strict)
     return np.ascontiguousarray(_unit_rows(E) if normalize else E, dtype=np.float32)

@@ -14,7 +14,7 @@ from ..core import DataselError, InputError, as_scores, check_int, check_choice
 from .assets import (load_causal_lm, prepare_tokenizer, resolve_device, model_device, loading_progress, hf_from_pretrained,
                                    text_encoder_path, CHATML_TEMPLATE)
 from .embed import (ShardCache, ShardJob, EXECUTORS, open_cache, cached_map, ray_map, evaluating, content_key, model_fingerprint,
-                                  pad_right, length_sorted_batches, fixed_shape_passes, WIDTH_MULTIPLE)
+                                  pad_right, length_sorted_batches, shaped_passes, WIDTH_MULTIPLE)
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'LOGIT_TRANSFORMS', 'IMAGE_TOKEN', 'RM_TEMPLATE', 'SCORE_KINDS', 'tiny_causal_lm', 'record_messages',
@@ -155,11 +155,9 @@ def batch_response_loss(model: Any, # causal LM
     `rows` rows (a short pass is padded with copies of its last sample) and a width that depends on each sample's own
     length (`fixed_shape_passes`), so a sample's loss is the same to the bit whatever it was batched with."""
     dev = model_device(model)
-    passes = [(list(range(len(encoded))), None)] if rows is None else fixed_shape_passes([len(e['input_ids']) for e in encoded], rows)
     losses = np.empty(len(encoded), dtype=np.float64)
-    for positions, width in passes:
-        batch = [encoded[i] for i in positions]
-        batch += batch[-1:]*(0 if rows is None else rows - len(batch))
+    for positions, padded, width in shaped_passes([len(e['input_ids']) for e in encoded], rows):
+        batch = [encoded[i] for i in padded]
         input_ids, mask = pad_right([e['input_ids'] for e in batch], pad_id, dev, width)
         labels = pad_labels([e['labels'] for e in batch], dev, width)
         if plain_head(model):
