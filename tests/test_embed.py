@@ -336,6 +336,23 @@ def test_smollm2_token_states_of_a_record():
     assert [s.shape for s in states] == [(48, 576), (48, 576)] and all(np.isfinite(s).all() for s in states)
 
 
+def random_texts(vocabulary: str, n: int, shortest: int, longest: int, seed: int = 0) -> list[str]:
+    "n distinct texts of shortest..longest-1 words drawn from a vocabulary (each ends with its number)."
+    rng, words = np.random.default_rng(seed), vocabulary.split()
+    return [' '.join(rng.choice(words, int(rng.integers(shortest, longest)))) + f' {i}' for i in range(n)]
+
+
+@pytest.mark.slow
+def test_token_states_do_not_depend_on_the_other_inputs_of_the_call(minilm):
+    "A text's token states are the same to the bit alone, among a few others, or in the whole set (MiniLM, as `vqa_features` runs it)."
+    texts = random_texts('what shape is in the image is there a red blue green circle rectangle triangle not', 90, 3, 40, seed=1)
+    model, tok = minilm
+    whole = token_states(texts, model, tok, max_tokens=64, batch_size=16, progress=False)
+    for part in (texts[5:6], texts[::7], texts[40:70]):
+        for text, states in zip(part, token_states(part, model, tok, max_tokens=64, batch_size=16, progress=False)):
+            np.testing.assert_array_equal(states, whole[texts.index(text)])
+
+
 # ---------------------------------------------------------------- images
 
 
@@ -385,9 +402,7 @@ def test_image_features_do_not_depend_on_what_the_cache_held(tmp_path):
 @pytest.mark.slow
 def test_text_vectors_do_not_depend_on_what_the_cache_held(tmp_path):
     "A text's vector is the same to the bit whether it was embedded alone, with a few others, or with the whole set."
-    rng = np.random.default_rng(0)
-    words = 'the quick brown fox jumps over a lazy dog while data selection picks tokens and models embed text'.split()
-    texts = [' '.join(rng.choice(words, int(rng.integers(2, 90)))) + f' {i}' for i in range(120)]
+    texts = random_texts('the quick brown fox jumps over a lazy dog while data selection picks tokens and models embed text', 120, 2, 90)
     opts = dict(batch_size=32, device='cpu', progress=False)
     fresh = embed_texts(texts, cache=False, **opts)
     embed_texts(texts[::7], cache_dir=tmp_path, **opts)  # a seventh of the texts cached first, in other batches

@@ -122,6 +122,23 @@ def test_token_states_feed_datatailor(data, trained):
     assert vqa_embeddings(trained, data, rows).shape == (20, 64)
 
 
+def test_outputs_do_not_depend_on_the_other_records_of_the_call(data, trained):
+    "A record's probabilities, losses, token states and embedding are the same to the bit alone, in a subset, in any order."
+    rows = np.arange(900, 1200)
+    probs = vqa_predict(trained, data, rows)[1]
+    losses, states, emb = (
+        vqa_losses(trained, data, rows, question=False),
+        vqa_token_states(trained, data, rows),
+        vqa_embeddings(trained, data, rows),
+    )
+    for part in ([7], np.arange(0, 300, 7), np.arange(299, 100, -3)):
+        np.testing.assert_array_equal(vqa_predict(trained, data, rows[part], batch_size=512)[1], probs[part])
+        np.testing.assert_array_equal(vqa_losses(trained, data, rows[part], question=False), losses[part])
+        np.testing.assert_array_equal(vqa_embeddings(trained, data, rows[part]), emb[part])
+        for got, i in zip(vqa_token_states(trained, data, rows[part]), part):
+            np.testing.assert_array_equal(got, states[i])
+
+
 def test_scorer_trains_on_the_reference_records_then_scores_both_ways(data):
     from datasel.models.score import question_free_record
 

@@ -630,12 +630,14 @@ def token_states(texts_or_records: Sequence[str | dict], # texts, or records ren
                  model: Any = None, # None (SmolLM2-135M-Instruct), a folder / cached hub name / .gguf file, or a loaded causal LM
                  tokenizer: Any = None, # the tokenizer of a loaded `model`
                  max_tokens: int = 512, # keep the first this many tokens of each input
-                 batch_size: int = 8, # inputs per forward pass
+                 batch_size: int = 8, # rows of every forward pass (a short pass is padded to it with copies of its last input)
                  device: Any = 'auto', # 'auto', 'cpu', 'cuda', ...; with a loaded model 'auto' keeps its device
                  progress: bool = True, # show progress bars (transformers' weight loading included)
                  strict: bool = False, # empty texts raise instead of warning
                 ) -> list[np.ndarray]:
-    "Last-layer hidden states of every real token: one float32 array (L_i, d) per input, in input order."
+    """Last-layer hidden states of every real token: one float32 array (L_i, d) per input, in input order. Every input
+    is computed in a forward pass of `batch_size` rows at a width set by its own token count (`shaped_passes`), so its
+    states are the same to the bit whatever other inputs the call held."""
     if isinstance(texts_or_records, (str, dict)): raise InputError('texts_or_records: expected a list; wrap a single text or record in a list')
     items = list(texts_or_records)
     if not items: raise InputError('texts_or_records: got an empty list')
@@ -651,10 +653,10 @@ def token_states(texts_or_records: Sequence[str | dict], # texts, or records ren
     states: list = [None]*len(items)
     dev, pad_id = model_device(model), _pad_id(tokenizer)
     with evaluating(model), tqdm(total=len(items), desc='token_states', unit='text', disable=not progress) as bar:
-        for batch in length_sorted_batches([len(row) for row in ids], batch_size):
-            input_ids, mask = pad_right([ids[i] for i in batch], pad_id, dev)
-            hidden = last_hidden_states(model, input_ids, mask).float().cpu().numpy()
-            for r, i in enumerate(batch): states[i] = np.ascontiguousarray(hidden[r, :len(ids[i])])
+        for positions, padded, width in shaped_passes([len(row) for row in ids], batch_size):
+            input_ids, mask = pad_right([ids[i] for i in padded], pad_id, dev, width)
+            hidden = last_hidden_states(model, input_ids, mask).float().cpu().numpy()[:len(positions)]
             _check_finite(hidden, 'texts_or_records')
-            bar.update(len(batch))
+            for r, i in enumerate(positions): states[i] = np.ascontiguousarray(hidden[r, :len(ids[i])])
+            bar.update(len(positions))
     return states

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from ..core import InputError, make_rng
 from .assets import EASY_VQA_ANSWERS, ImagePreprocess, cache_root, load_text_encoder, loading_progress, resolve_device
-from .embed import embed_images, token_states
+from .embed import embed_images, shaped_passes, token_states
 
 # %% auto #0
 __all__ = ['VQAFeatures', 'pad_token_states', 'record_question', 'record_answer', 'vqa_features', 'FusionVQA', 'cpu_threads',
@@ -169,12 +169,13 @@ def _selection(features: VQAFeatures, indices: Any, name: str = 'indices') -> np
     if idx.min() < 0 or idx.max() >= len(features): raise InputError(f'{name}: indices must be in 0..{len(features) - 1}, got {int(idx.min())}..{int(idx.max())}')
     return idx.astype(np.int64)
 
-def _batch(features: VQAFeatures, rows: np.ndarray, mean: np.ndarray, std: np.ndarray, dev: torch.device):
-    "Tensors (image, question, question mask, answers) of some records."
+def _batch(features: VQAFeatures, rows: np.ndarray, mean: np.ndarray, std: np.ndarray, dev: torch.device, width: int | None = None):
+    "Tensors (image, question, question mask, answers) of some records; questions padded to `width` tokens (None = the longest of them)."
     img = (features.images[features.image_index[rows]] - mean)/std
     q = features.questions[features.question_index[rows]]
     lengths = features.question_lengths[features.question_index[rows]]
-    width = int(lengths.max())
+    width = int(lengths.max()) if width is None else int(width)
+    if q.shape[1] < width: q = np.concatenate([q, np.zeros((len(q), width - q.shape[1], q.shape[2]), q.dtype)], 1)
     mask = np.arange(width)[None] < lengths[:, None]
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a)).to(dev)
     return as_t(img.astype(np.float32)), as_t(q[:, :width]), as_t(mask), as_t(features.answers[rows])
@@ -235,16 +236,28 @@ def train_vqa(features: VQAFeatures, # frozen inputs of the training records
 
 # %% ../../nbs/22_vqa.ipynb #00000011
 def _forward_all(model: VQAModel, features: VQAFeatures, indices: Any, question: bool, batch_size: int):
-    "Yield (rows, logits, states, valid) batch by batch, in eval mode without gradients."
+    """Yield `(positions, logits, states, valid)` per forward pass, in eval mode without gradients; `positions` index
+    the selected records. Every pass has `batch_size` rows (a short pass is padded with copies of its last record) and
+    a width set by its records' own question lengths (`shaped_passes`), so a record's outputs are the same to the bit
+    whatever other records were selected with it."""
     rows = _selection(features, indices)
+    lengths = features.question_lengths[features.question_index[rows]]
     dev = next(model.net.parameters()).device
     with torch.inference_mode(), cpu_threads(1):
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start:start + batch_size]
-            img, q, qmask, _ = _batch(features, batch, model.image_mean, model.image_std, dev)
-            drop = None if question else torch.ones(len(batch), dtype=torch.bool, device=dev)
+        for positions, padded, width in shaped_passes(lengths.tolist(), batch_size):
+            img, q, qmask, _ = _batch(features, rows[padded], model.image_mean, model.image_std, dev, width)
+            drop = None if question else torch.ones(len(padded), dtype=torch.bool, device=dev)
             logits, states, valid = model.net(img, q, qmask, drop)
-            yield batch, logits, states, valid
+            n = len(positions)
+            yield np.asarray(positions, dtype=np.int64), logits[:n], states[:n], valid[:n]
+
+def _in_order(n: int, parts) -> np.ndarray:
+    "Stack `(positions, values)` pairs into one array of n rows in selection order."
+    out = None
+    for positions, values in parts:
+        if out is None: out = np.empty((n, *values.shape[1:]), dtype=values.dtype)
+        out[positions] = values
+    return out
 
 def vqa_predict(model: VQAModel, # a trained model
                 features: VQAFeatures, # frozen inputs
@@ -253,8 +266,8 @@ def vqa_predict(model: VQAModel, # a trained model
                 batch_size: int = 512, # records per forward pass
                ) -> tuple[np.ndarray, np.ndarray]:
     "`(answer class int64 (n,), probabilities float32 (n, classes))`."
-    probs = [F.softmax(logits.float(), 1).cpu().numpy() for _, logits, _, _ in _forward_all(model, features, indices, question, batch_size)]
-    p = np.concatenate(probs)
+    p = _in_order(len(_selection(features, indices)), ((positions, F.softmax(logits.float(), 1).cpu().numpy())
+                  for positions, logits, _, _ in _forward_all(model, features, indices, question, batch_size)))
     return p.argmax(1).astype(np.int64), p
 
 def vqa_accuracy(model: VQAModel, # a trained model
@@ -281,9 +294,9 @@ def vqa_losses(model: VQAModel, # a trained model
     "Cross-entropy of each record's gold answer, with or without its question: float64 (n,), computed in float64 so that a confident answer keeps a loss above 0."
     rows = _selection(features, indices)
     if (features.answers[rows] < 0).any(): raise InputError('features: some scored records have no known answer class')
-    out = [F.cross_entropy(logits.double(), torch.as_tensor(features.answers[batch], device=logits.device), reduction='none').cpu().numpy()
-           for batch, logits, _, _ in _forward_all(model, features, rows, question, batch_size)]
-    return np.concatenate(out).astype(np.float64)
+    answers = lambda positions, device: torch.as_tensor(features.answers[rows[positions]], device=device)
+    return _in_order(len(rows), ((positions, F.cross_entropy(logits.double(), answers(positions, logits.device), reduction='none').cpu().numpy())
+                                 for positions, logits, _, _ in _forward_all(model, features, rows, question, batch_size)))
 
 def vqa_irs_losses(model: VQAModel, # PreSel's reference model
                    features: VQAFeatures, # frozen inputs
@@ -298,10 +311,10 @@ def vqa_token_states(model: VQAModel, # a trained model
                      batch_size: int = 512, # records per forward pass
                     ) -> list[np.ndarray]:
     "Final token states of each record: image patches then its question tokens, float32 (P + L_i, width)."
-    out = []
-    for _, _, states, valid in _forward_all(model, features, indices, True, batch_size):
+    out: list = [None]*len(_selection(features, indices))
+    for positions, _, states, valid in _forward_all(model, features, indices, True, batch_size):
         states, valid = states.float().cpu().numpy(), valid.cpu().numpy()
-        out += [np.ascontiguousarray(s[1:][v[1:]]) for s, v in zip(states, valid)]
+        for i, s, v in zip(positions, states, valid): out[i] = np.ascontiguousarray(s[1:][v[1:]])
     return out
 
 def vqa_embeddings(model: VQAModel, # a trained model
@@ -310,7 +323,8 @@ def vqa_embeddings(model: VQAModel, # a trained model
                    batch_size: int = 512, # records per forward pass
                   ) -> np.ndarray:
     "Final `[ANS]` state of each record: float32 (n, width)."
-    return np.concatenate([states[:, 0].float().cpu().numpy() for _, _, states, _ in _forward_all(model, features, indices, True, batch_size)])
+    return _in_order(len(_selection(features, indices)), ((positions, states[:, 0].float().cpu().numpy())
+                     for positions, _, states, _ in _forward_all(model, features, indices, True, batch_size)))
 
 # %% ../../nbs/22_vqa.ipynb #00000017
 def rows_by_id(lookup: Mapping, # record id -> feature row
