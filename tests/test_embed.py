@@ -122,6 +122,27 @@ def test_fixed_shape_passes_group_rows_by_their_own_width():
     assert shaped_passes([40, 3], rows=None) == [([0, 1], [0, 1], None)]
 
 
+def test_a_ray_shard_is_batched_by_token_widths_as_the_local_path(tiny_lm):
+    "With `token_counts`, a shard's batches hold texts of one padded width, so no pass is padded for a shorter neighbour."
+    import pickle
+
+    from datasel.models.embed import ShardJob, ShardWorker, text_token_counts
+
+    texts = [' '.join(['word'] * n) for n in (1, 30, 2, 14, 15, 40, 3, 17)]
+    seen = []
+
+    def compute(loaded, batch):
+        seen.append(sorted({int(w) for w in embed.padded_width(text_token_counts(loaded, batch))}))
+        return [np.zeros(2)] * len(batch)
+
+    for counts, mixed in ((text_token_counts, False), (None, True)):
+        seen.clear()
+        job = ShardJob(lambda: tiny_lm, compute, lambda loaded: {}, batch_size=4, token_counts=counts)
+        out = ShardWorker(job)({'shard': np.array([0]), 'payload': [pickle.dumps(([str(i) for i in range(8)], texts))]})
+        assert out['error'].tolist() == ['']
+        assert any(len(widths) > 1 for widths in seen) == mixed, seen
+
+
 def test_cached_map_measures_only_the_uncached_inputs(tmp_path):
     "A lengths function is called on the inputs still to compute, so a cached call does no tokenising."
     store, measured = ShardCache(tmp_path / 'c'), []

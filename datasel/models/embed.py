@@ -22,7 +22,7 @@ __all__ = ['POOLINGS', 'WIDTH_MULTIPLE', 'FLUSH_ROWS', 'FLUSH_SECONDS', 'EXECUTO
            'fixed_shape_passes', 'shaped_passes', 'length_sorted_batches', 'content_key', 'model_fingerprint',
            'ShardCache', 'open_cache', 'cached_map', 'flag_rows', 'zero_rows', 'evaluating', 'last_hidden_states',
            'pad_right', 'text_model', 'describe_text_model', 'text_vectors', 'ShardJob', 'ShardWorker', 'tempfile_dir',
-           'ray_connect', 'ray_map', 'embed_texts', 'image_features', 'image_key', 'image_model',
+           'ray_connect', 'ray_map', 'text_token_counts', 'embed_texts', 'image_features', 'image_key', 'image_model',
            'describe_image_model', 'image_vectors', 'embed_images', 'render_token_ids', 'token_states']
 
 # %% ../../nbs/03_embed.ipynb #8e1f9cb6
@@ -324,7 +324,8 @@ class ShardJob:
     compute: Callable[[Any, list], Sequence] # (loaded, batch of items) -> one result per item
     describe: Callable[[Any], dict] # loaded -> what the results depend on (for the cache folder)
     batch_size: int = 32 # items per `compute` call
-    length: Callable[[Any], int] = len # size of an item, for length-sorted batches
+    length: Callable[[Any], int] = len # size of an item, for length-sorted shards and batches
+    token_counts: Callable[[Any, list], Sequence[int]] | None = None # (loaded, items) -> token count of each; given, batches are sorted by it and hold one `padded_width`, as on the local path
 
 class ShardWorker:
     "Ray Data callable class: holds the loaded model and computes one shard per input row."
@@ -335,8 +336,10 @@ class ShardWorker:
         for payload in batch['payload']:
             keys, items = pickle.loads(payload)
             try:
-                out = cached_map(items, keys, partial(self.job.compute, self.loaded), [self.job.length(x) for x in items],
-                                 self.job.batch_size, None, progress=False)
+                counts = self.job.token_counts
+                sizes = partial(counts, self.loaded) if counts else [self.job.length(x) for x in items]
+                out = cached_map(items, keys, partial(self.job.compute, self.loaded), sizes, self.job.batch_size, None,
+                                 progress=False, multiple=WIDTH_MULTIPLE if counts else 1)
                 values.append(pickle.dumps(np.asarray(out))); errors.append('')
             except Exception as e:
                 values.append(b''); errors.append(f'{type(e).__name__}: {e}')
@@ -432,6 +435,15 @@ def _as_texts(texts: Any) -> list[str]:
         if not isinstance(t, str): raise InputError(f'texts[{i}]: expected a string, got {type(t).__name__} {t!r:.60}')
     return texts
 
+def text_token_counts(loaded: tuple[Any, Any], # `(model, tokenizer)`
+                      texts: list[str], # texts
+                      max_tokens: int | None = 256, # texts are cut to this many tokens, as in `text_vectors`
+                     ) -> list[int]:
+    "Token count of each text as `text_vectors` embeds it."
+    model, tokenizer = loaded
+    ids = tokenizer(texts, truncation=True, max_length=_token_limit(model, tokenizer, max_tokens), padding=False)['input_ids']
+    return [len(row) for row in ids]
+
 def _unit_rows(X: np.ndarray) -> np.ndarray:
     "Rows scaled to unit L2 norm; all-zero rows stay zero."
     return X/np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -464,15 +476,13 @@ def embed_texts(texts: Sequence[str], # the texts to embed
     settings = dict(pooling=pooling, max_tokens=max_tokens, rows=batch_size)
     if executor == 'ray':
         job = ShardJob(partial(text_model, model, tokenizer, device, False), partial(text_vectors, **settings),
-                       partial(describe_text_model, **settings), batch_size)
+                       partial(describe_text_model, **settings), batch_size, token_counts=partial(text_token_counts, max_tokens=max_tokens))
         rows = ray_map(texts, keys, job, 'texts', 'embeddings', cache_dir, cache, ray_address, num_workers, shard_rows, worker_resources, progress)
     else:
         loaded = text_model(model, tokenizer, device, progress)
         store = open_cache(cache, cache_dir, 'embeddings', 'texts', describe_text_model(loaded, **settings))
-        model, tokenizer = loaded
-        limit = _token_limit(model, tokenizer, max_tokens)
-        token_counts = lambda batch: [len(row) for row in tokenizer(batch, truncation=True, max_length=limit, padding=False)['input_ids']]
-        rows = cached_map(texts, keys, partial(text_vectors, loaded, **settings), token_counts, batch_size, store, progress, 'embed_texts', WIDTH_MULTIPLE)
+        rows = cached_map(texts, keys, partial(text_vectors, loaded, **settings), partial(text_token_counts, loaded, max_tokens=max_tokens),
+                          batch_size, store, progress, 'embed_texts', WIDTH_MULTIPLE)
     E = np.stack(rows).astype(np.float32, copy=False)
     flag_rows(zero_rows(E), 'rows of the embedding', 'all-zero rows', strict)
     return np.ascontiguousarray(_unit_rows(E) if normalize else E, dtype=np.float32)

@@ -20,9 +20,9 @@ from .embed import (ShardCache, ShardJob, EXECUTORS, open_cache, cached_map, ray
 __all__ = ['IGNORE_INDEX', 'LOGIT_TRANSFORMS', 'IMAGE_TOKEN', 'RM_TEMPLATE', 'SCORE_KINDS', 'tiny_causal_lm', 'record_messages',
            'response_spans', 'encode_record', 'pad_labels', 'masked_token_nll', 'plain_head', 'head_token_nll',
            'batch_response_loss', 'resolve_causal_lm', 'record_key', 'describe_causal_lm', 'score_cache',
-           'record_losses_batch', 'response_loss', 'perplexity', 'question_free_record', 'irs_losses', 'ifd',
-           'first_exchange', 'prompt_messages', 'pad_left', 'generate', 'reward_model_scorer', 'generation_gap',
-           'score_records']
+           'record_losses_batch', 'record_token_counts', 'response_loss', 'perplexity', 'question_free_record',
+           'irs_losses', 'ifd', 'first_exchange', 'prompt_messages', 'pad_left', 'generate', 'reward_model_scorer',
+           'generation_gap', 'score_records']
 
 # %% ../../nbs/20_score.ipynb #00000006
 def tiny_causal_lm(layers: int = 2, # decoder layers
@@ -233,6 +233,14 @@ def _record_length(record: Mapping) -> int:
     "Characters in a record's messages: a stand-in for its token count when sorting shards."
     return sum(len(m['content']) for m in record['messages'])
 
+def record_token_counts(loaded: tuple[Any, Any], # `(model, tokenizer)`
+                        records: list, # normalised records
+                        max_tokens: int = 512, # longest token sequence per sample
+                        end_of_turn: bool = True, # score the end-of-turn marker with the response
+                       ) -> list[int]:
+    "Token count of each record as `record_losses_batch` scores it."
+    return [len(encode_record(r, loaded[1], max_tokens, end_of_turn)['input_ids']) for r in records]
+
 def response_loss(records: Sequence[Mapping], # normalised records
                   model: Any = None, # None (SmolLM2-135M-Instruct), a name or folder, or a loaded causal LM
                   tokenizer: Any = None, # the tokenizer of a loaded `model`
@@ -258,7 +266,7 @@ def response_loss(records: Sequence[Mapping], # normalised records
     shape = dict(forward_rows=batch_size, width_multiple=WIDTH_MULTIPLE)  # the losses depend on the passes' shape too
     if executor == 'ray':
         job = ShardJob(partial(resolve_causal_lm, model, tokenizer, device, False), partial(record_losses_batch, **settings, rows=batch_size),
-                       partial(describe_causal_lm, **settings, **shape), batch_size, _record_length)
+                       partial(describe_causal_lm, **settings, **shape), batch_size, _record_length, partial(record_token_counts, **settings))
         losses = ray_map(records, keys, job, 'loss', 'scores', cache_dir, cache, ray_address, num_workers, shard_rows, worker_resources, progress)
     else:
         model, tokenizer = resolve_causal_lm(model, tokenizer, device, progress)
