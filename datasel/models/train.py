@@ -316,7 +316,9 @@ def record_losses(model: Any, # causal LM (a base model or one `finetune_lora` r
     if (prefix.max_tokens, prefix.end_of_turn) != (max_tokens, end_of_turn):
         raise InputError(f'prefix: was built with max_tokens={prefix.max_tokens}, end_of_turn={prefix.end_of_turn}')
     if bottom_fingerprint(model, prefix.frozen_layers) != prefix.bottom_key: raise InputError('prefix: was computed with another base model')
-    cache = score_cache(cache_dir, 'loss', model, tokenizer, cache_dir is not None, max_tokens=max_tokens, end_of_turn=end_of_turn)
+    # the passes here are length-sorted batches padded to their longest record, so the losses depend on the batching too
+    cache = score_cache(cache_dir, 'loss', model, tokenizer, cache_dir is not None, max_tokens=max_tokens, end_of_turn=end_of_turn,
+                        prefix_layers=prefix.frozen_layers, forward_rows=batch_size, width='longest of the batch')
     keys = [record_key(r) for r in records]
     found = cache.get(dict.fromkeys(keys)) if cache is not None else {}
     todo = list({k: r for k, r in zip(keys, records) if k not in found}.items())
